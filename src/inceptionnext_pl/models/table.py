@@ -1,0 +1,96 @@
+"""Params and MACs of any model names at a given resolution (torch's flop counter).
+
+inceptionnext-table inceptionnext_tiny convnext_tiny --img-size 224
+python -m inceptionnext_pl.models.table --paper
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from .factory import create_model, list_models
+
+# (params M, MACs G, resolution) as the paper reports them (Tables 1, 3, 4, 5).
+PAPER = {
+    "inceptionnext_atto": (4.2, 0.51, 224),
+    "inceptionnext_tiny": (28.1, 4.2, 224),
+    "inceptionnext_small": (49.4, 8.4, 224),
+    "inceptionnext_base": (86.7, 14.9, 224),
+    "inceptionnext_base_384": (86.7, 43.6, 384),
+    "inceptionnext_small_iso": (22.0, 4.2, 224),
+    "convnext_small_iso": (22.0, 4.3, 224),
+    "metanext_attn_small": (22.0, 4.6, 224),
+    "convnext_tiny_k5": (28.4, 4.4, 224),
+    "convnext_tiny_k3": (28.3, 4.4, 224),
+    "convnext_tiny_k3_par1_2": (28.3, 4.4, 224),
+    "convnext_tiny_k3_par3_8": (28.3, 4.4, 224),
+    "convnext_tiny_k3_par1_4": (28.3, 4.4, 224),
+    "convnext_tiny_k3_par1_8": (28.3, 4.4, 224),
+    "convnext_tiny_k3_par1_16": (28.3, 4.4, 224),
+}
+
+
+def _sdpa_cpu_flops(q, k, v, *args, out_shape=None, **kwargs) -> int:
+    # torch's counter knows the CUDA attention kernels but not the CPU one.
+    return sdpa_flop_count(q, k, v)
+
+
+def count(model: torch.nn.Module, img_size: int, in_chans: int = 3) -> tuple[float, float]:
+    """(params in M, MACs in G) for one image, counting convs, matmuls and attention like fvcore."""
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    custom = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
+    was_training = model.training
+    model.eval()
+    with FlopCounterMode(display=False, custom_mapping=custom) as counter, torch.no_grad():
+        model(torch.zeros(1, in_chans, img_size, img_size))
+    model.train(was_training)
+    return params, counter.get_total_flops() / 2e9
+
+
+def table(names: Sequence[str], img_size: int | None = None) -> list[dict]:
+    rows = []
+    for name in names:
+        size = img_size or PAPER.get(name, (0, 0, 224))[2]
+        params, macs = count(create_model(name), size)
+        row = dict(model=name, img_size=size, params_m=round(params, 2), macs_g=round(macs, 2))
+        if name in PAPER and size == PAPER[name][2]:
+            row["paper_params_m"], row["paper_macs_g"] = PAPER[name][:2]
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    head = f"| {'model':26} | img | params (M) | MACs (G) | paper params | paper MACs |"
+    lines = [head, "|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|"]
+    for r in rows:
+        lines.append(
+            f"| {r['model']:26} | {r['img_size']:3} | {r['params_m']:10.2f} | {r['macs_g']:8.2f} | "
+            f"{r.get('paper_params_m', ''):>12} | {r.get('paper_macs_g', ''):>10} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="inceptionnext-table", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("models", nargs="*", help="model names (default: the paper's table)")
+    parser.add_argument(
+        "--img-size", type=int, default=None, help="default: the paper's resolution per model"
+    )
+    parser.add_argument(
+        "--list", action="store_true", help="print every model name create_model knows"
+    )
+    args = parser.parse_args(argv)
+    if args.list:
+        print("\n".join(list_models()))
+        return
+    print(format_table(table(args.models or list(PAPER), args.img_size)))
+
+
+if __name__ == "__main__":
+    main()

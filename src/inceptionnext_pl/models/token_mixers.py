@@ -1,0 +1,175 @@
+"""Token mixers for MetaNeXt blocks: Inception depthwise conv, (partial) depthwise conv, attention.
+
+Every mixer maps (B, C, H, W) -> (B, C, H, W). Their options live in one ``MixerCfg`` so the
+paper's ablations (Tables 1 and 8) are values of one implementation, not copies of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BRANCHES = ("hw", "w", "h")
+
+
+@dataclass(frozen=True)
+class MixerCfg:
+    """Options of a token mixer.
+
+    kind: ``inception`` (Sec. 3.2), ``dwconv`` (ConvNeXt, optionally on part of the channels,
+    Table 1) or ``attn`` (MetaNeXt-Attn, Table 5).
+    """
+
+    kind: Literal["inception", "dwconv", "attn"] = "inception"
+    # inception
+    square_kernel_size: int = 3
+    band_kernel_size: int = 11
+    branch_ratio: float = 0.125
+    branches: tuple[str, ...] = BRANCHES
+    band_sequential: bool = False
+    # dwconv
+    kernel_size: int = 7
+    conv_ratio: float = 1.0
+    # attn
+    num_heads: int = 6
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("inception", "dwconv", "attn"):
+            raise ValueError(
+                f"token mixer kind {self.kind!r} is unknown; use inception, dwconv or attn"
+            )
+        unknown = [b for b in self.branches if b not in BRANCHES]
+        if unknown or len(set(self.branches)) != len(self.branches):
+            raise ValueError(
+                f"branches={self.branches!r}: each must be one of {BRANCHES}, without repeats"
+            )
+        if self.band_sequential and not {"w", "h"} <= set(self.branches):
+            raise ValueError(
+                "band_sequential=True chains the 1xk and kx1 kernels: keep both 'w' and 'h' branches"
+            )
+        for name in ("square_kernel_size", "band_kernel_size", "kernel_size"):
+            k = getattr(self, name)
+            if k < 1 or k % 2 == 0:
+                raise ValueError(
+                    f"{name}={k}: kernel sizes must be odd and positive to keep the spatial size"
+                )
+        if not 0.0 < self.branch_ratio <= 1.0 / max(len(self.branches), 1):
+            raise ValueError(
+                f"branch_ratio={self.branch_ratio}: with {len(self.branches)} conv branches it must be in "
+                f"(0, {1.0 / max(len(self.branches), 1):.4g}] so that the branches fit in the channels"
+            )
+        if not 0.0 < self.conv_ratio <= 1.0:
+            raise ValueError(f"conv_ratio={self.conv_ratio} must be in (0, 1]")
+
+
+class InceptionDWConv2d(nn.Module):
+    """Inception depthwise convolution (Eq. 5-7).
+
+    Channels split as (identity, k_s x k_s, 1 x k_b, k_b x 1), the order of the released weights
+    (Algorithm 1 in the paper prints identity last; only this order matches the checkpoints).
+    Removed branches give their channels to the identity. With ``band_sequential`` the two band
+    groups are merged and go through 1 x k_b then k_b x 1 (Inception v3 style, Table 8).
+    """
+
+    def __init__(self, dim: int, cfg: MixerCfg = MixerCfg()) -> None:
+        super().__init__()
+        gc = int(dim * cfg.branch_ratio)
+        if gc < 1:
+            raise ValueError(
+                f"branch_ratio={cfg.branch_ratio} leaves no channel for a branch at dim={dim}; "
+                f"use a ratio of at least {1.0 / dim:.4g}"
+            )
+        self.cfg = cfg
+        sk, bk = cfg.square_kernel_size, cfg.band_kernel_size
+        self.dwconv_hw = (
+            nn.Conv2d(gc, gc, sk, padding=sk // 2, groups=gc) if "hw" in cfg.branches else None
+        )
+        if cfg.band_sequential:
+            bc = 2 * gc
+            self.dwconv_w = nn.Conv2d(bc, bc, (1, bk), padding=(0, bk // 2), groups=bc)
+            self.dwconv_h = nn.Conv2d(bc, bc, (bk, 1), padding=(bk // 2, 0), groups=bc)
+            conv_groups = [gc] * ("hw" in cfg.branches) + [bc]
+        else:
+            self.dwconv_w = (
+                nn.Conv2d(gc, gc, (1, bk), padding=(0, bk // 2), groups=gc)
+                if "w" in cfg.branches
+                else None
+            )
+            self.dwconv_h = (
+                nn.Conv2d(gc, gc, (bk, 1), padding=(bk // 2, 0), groups=gc)
+                if "h" in cfg.branches
+                else None
+            )
+            conv_groups = [gc for b in BRANCHES if b in cfg.branches]
+        self.split_indexes = (dim - sum(conv_groups), *conv_groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_id, *xs = torch.split(x, self.split_indexes, dim=1)
+        if self.cfg.band_sequential:
+            outs = []
+            if self.dwconv_hw is not None:
+                outs.append(self.dwconv_hw(xs.pop(0)))
+            outs.append(self.dwconv_h(self.dwconv_w(xs[0])))
+        else:
+            convs = [m for m in (self.dwconv_hw, self.dwconv_w, self.dwconv_h) if m is not None]
+            outs = [conv(xi) for conv, xi in zip(convs, xs)]
+        return torch.cat((x_id, *outs), dim=1)
+
+
+class PartialDWConv2d(nn.Module):
+    """Depthwise k x k conv on the last ``conv_ratio`` share of the channels (Table 1).
+
+    conv_ratio=1 is ConvNeXt's depthwise conv. The split (identity, conv) follows the
+    released ConvNeXt-T variants.
+    """
+
+    def __init__(self, dim: int, cfg: MixerCfg = MixerCfg(kind="dwconv")) -> None:
+        super().__init__()
+        cc = int(dim * cfg.conv_ratio)
+        if cc < 1:
+            raise ValueError(
+                f"conv_ratio={cfg.conv_ratio} leaves no channel to convolve at dim={dim}"
+            )
+        k = cfg.kernel_size
+        self.conv = nn.Conv2d(cc, cc, k, padding=k // 2, groups=cc)
+        self.split_indexes = (dim - cc, cc)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.split_indexes[0] == 0:
+            return self.conv(x)
+        x_id, x_conv = torch.split(x, self.split_indexes, dim=1)
+        return torch.cat((x_id, self.conv(x_conv)), dim=1)
+
+
+class Attention2d(nn.Module):
+    """Multi-head self-attention over the H*W tokens of a (B, C, H, W) map (MetaNeXt-Attn)."""
+
+    def __init__(self, dim: int, cfg: MixerCfg = MixerCfg(kind="attn")) -> None:
+        super().__init__()
+        if dim % cfg.num_heads:
+            raise ValueError(f"dim={dim} is not divisible by num_heads={cfg.num_heads}")
+        self.num_heads = cfg.num_heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2)  # B, N, C
+        qkv = self.qkv(tokens).reshape(b, h * w, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v)
+        out = self.proj(out.transpose(1, 2).reshape(b, h * w, c))
+        return out.transpose(1, 2).reshape(b, c, h, w)
+
+
+def build_token_mixer(dim: int, cfg: MixerCfg) -> nn.Module:
+    """Build the mixer that ``cfg.kind`` names, for ``dim`` channels."""
+    if cfg.kind == "inception":
+        return InceptionDWConv2d(dim, cfg)
+    if cfg.kind == "dwconv":
+        return PartialDWConv2d(dim, cfg)
+    return Attention2d(dim, cfg)
