@@ -1,0 +1,481 @@
+"""Fetch zoo files: cache, resume, progress, checksums.
+
+URL sources land in ``torch.hub.get_dir()/checkpoints`` (so ``$TORCH_HOME`` moves them, and
+``torch.hub`` / timm find the same files); hub sources stay in Hugging Face's cache (``$HF_HOME``).
+A download goes to ``<file>.part`` and is renamed only once complete and verified; an interrupted
+download resumes from the ``.part`` with an HTTP Range request (or restarts when the server ignores
+ranges). Sources that publish no sha256 are trusted on first download: the hash is recorded in
+``<cache>/inceptionnext_pl-sha256.json`` and every later use is checked against it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import json
+import os
+import re
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+from filelock import FileLock
+
+from .errors import ChecksumError, DownloadError, ZooError
+from .registry import Source, ZooEntry, get_entry
+
+ProgressHook = Callable[[int, "int | None"], None]
+"""Called as ``hook(bytes_so_far, total_bytes_or_None)`` while a file downloads."""
+
+HASH_STORE_NAME = "inceptionnext_pl-sha256.json"
+USER_AGENT = "inceptionnext-pl (urllib)"
+_CHUNK = 1 << 20
+_RETRYABLE_HTTP = {408, 425, 429, 500, 502, 503, 504}
+RETRY_BACKOFF_S = 1.0  # pause before retry n is n * this
+
+
+def cache_dir() -> Path:
+    """Where URL sources are cached: ``torch.hub.get_dir()/checkpoints`` (follows ``$TORCH_HOME``)."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+# ----------------------------------------------------------------------------- hashes
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) within the process."""
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _digests:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(_CHUNK), b""):
+                h.update(block)
+        _digests[key] = h.hexdigest()
+    return _digests[key]
+
+
+def atomic_write_bytes(dst: Path, data: bytes) -> None:
+    """Write ``data`` to ``dst`` through a temp file in the same folder and ``os.replace``."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class HashStore:
+    """sha256 recorded on first download, per source key, in a JSON file in the user's cache."""
+
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        self.path = Path(path) if path is not None else cache_dir() / HASH_STORE_NAME
+
+    def _read(self) -> dict[str, dict]:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return {}
+        except json.JSONDecodeError as e:
+            raise ZooError(
+                f"The hash store {self.path} is not valid JSON ({e}); delete it to start afresh "
+                "(recorded hashes are then recorded again on the next download)."
+            ) from e
+        return data if isinstance(data, dict) else {}
+
+    def get(self, key: str) -> str | None:
+        rec = self._read().get(key)
+        return rec.get("sha256") if isinstance(rec, dict) else None
+
+    def _update(self, change: Callable[[dict[str, dict]], None]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.path) + ".lock"):
+            data = self._read()
+            change(data)
+            atomic_write_bytes(self.path, json.dumps(data, indent=1, sort_keys=True).encode())
+
+    def record(self, key: str, sha256: str, size: int) -> None:
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+        def change(data: dict[str, dict]) -> None:
+            data[key] = {"sha256": sha256, "size": size, "recorded": stamp}
+
+        self._update(change)
+
+    def forget(self, key: str) -> bool:
+        found = key in self._read()
+        if found:
+            self._update(lambda data: data.pop(key, None))
+        return found
+
+
+# --------------------------------------------------------------------------- progress
+@contextlib.contextmanager
+def rich_progress(description: str) -> Iterator[ProgressHook]:
+    """A rich progress bar on stderr, as a ``ProgressHook``."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+    with progress:
+        task = progress.add_task(description, total=None)
+
+        def hook(done: int, total: int | None) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield hook
+
+
+# --------------------------------------------------------------------------- download
+class _Truncated(Exception):
+    pass
+
+
+def _content_range(value: str | None) -> tuple[int, int | None] | None:
+    """``bytes START-END/TOTAL`` -> (START, TOTAL or None)."""
+    m = re.match(r"bytes (\d+)-\d+/(\d+|\*)", value or "")
+    if not m:
+        return None
+    return int(m.group(1)), None if m.group(2) == "*" else int(m.group(2))
+
+
+def _checksum_message(what: str, got: str, expected: str, published: bool) -> str:
+    origin = "published" if published else "recorded on the first download"
+    fix = (
+        "The file is corrupt or was replaced upstream. Retry the download; if the registry's hash "
+        "is outdated, update checkpoints/registry.yaml."
+        if published
+        else "The file is corrupt or was replaced upstream. Retry the download; if the upstream "
+        "file was updated on purpose, drop the recorded hash with `inceptionnext-zoo download "
+        "NAME --forget-hash`."
+    )
+    return f"sha256 mismatch for {what}: got {got}, expected {expected} ({origin}). {fix}"
+
+
+def download_url(
+    url: str,
+    dst: str | os.PathLike,
+    *,
+    sha256: str | None = None,
+    progress: ProgressHook | None = None,
+    retries: int = 3,
+    timeout: float = 30.0,
+    backoff: float | None = None,
+) -> str:
+    """Download ``url`` to ``dst`` atomically and return the file's sha256.
+
+    The bytes go to ``dst + '.part'``; a dropped connection resumes from there with a Range request
+    (a server that ignores ranges gets a clean restart) up to ``retries`` times, and a ``.part`` left
+    by an earlier interrupted run is resumed the same way. On a ``sha256`` mismatch the ``.part`` is
+    deleted and ``ChecksumError`` raised; ``dst`` is only ever created complete.
+    """
+
+    def check(digest: str) -> None:
+        if sha256 is not None and digest != sha256:
+            raise ChecksumError(_checksum_message(url, digest, sha256, published=True))
+
+    return _download(url, dst, check, progress, retries, timeout, backoff)
+
+
+def _download(
+    url: str,
+    dst: str | os.PathLike,
+    check: Callable[[str], None],
+    progress: ProgressHook | None,
+    retries: int = 3,
+    timeout: float = 30.0,
+    backoff: float | None = None,
+) -> str:
+    backoff = RETRY_BACKOFF_S if backoff is None else backoff
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    part = dst.with_name(dst.name + ".part")
+    with FileLock(str(dst) + ".lock"):
+        failures: list[str] = []
+        for attempt in range(retries + 1):
+            have = part.stat().st_size if part.exists() else 0
+            headers = {"User-Agent": USER_AGENT}
+            if have:
+                headers["Range"] = f"bytes={have}-"
+            got = have
+            try:
+                with urllib.request.urlopen(
+                    urllib.request.Request(url, headers=headers), timeout=timeout
+                ) as resp:
+                    total: int | None = None
+                    crange = _content_range(resp.headers.get("Content-Range"))
+                    if have and resp.status == 206 and crange and crange[0] == have:
+                        total = crange[1]
+                    else:  # first request, or the server ignored the range: start over
+                        have = got = 0
+                    length = resp.headers.get("Content-Length")
+                    if total is None and length is not None:
+                        total = have + int(length)
+                    with open(part, "ab" if have else "wb") as f:
+                        if progress:
+                            progress(got, total)
+                        while block := resp.read(_CHUNK):
+                            f.write(block)
+                            got += len(block)
+                            if progress:
+                                progress(got, total)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    if total is not None and got < total:
+                        raise _Truncated(f"connection closed after {got} of {total} bytes")
+                break
+            except urllib.error.HTTPError as e:
+                if e.code == 416 and have:  # the .part is not a prefix the server can extend
+                    part.unlink(missing_ok=True)
+                    failures.append("range not satisfiable; restarting")
+                    continue
+                if e.code not in _RETRYABLE_HTTP:
+                    raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from e
+                failures.append(f"HTTP {e.code}")
+            except (http.client.IncompleteRead, _Truncated, ConnectionError, TimeoutError) as e:
+                failures.append(f"{type(e).__name__}: {e}")
+            except urllib.error.URLError as e:
+                if got == have:  # nothing arrived: offline or unreachable; retrying will not help
+                    raise DownloadError(f"{url}: {e.reason}") from e
+                failures.append(f"{e.reason}")
+            if attempt < retries:
+                time.sleep(backoff * (attempt + 1))
+        else:
+            kept = ""
+            if part.exists():
+                kept = f"; the partial file {part} is kept and the next run resumes it"
+            raise DownloadError(
+                f"{url}: the download was interrupted {len(failures)} times "
+                f"({'; '.join(failures[-3:])}){kept}."
+            )
+        digest = sha256_file(part)
+        try:
+            check(digest)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        os.replace(part, dst)
+        return digest
+
+
+# ----------------------------------------------------------------------------- sources
+def _expected(source: Source, store: HashStore) -> tuple[str | None, bool]:
+    """(expected sha256, published?) for a source."""
+    if source.sha256:
+        return source.sha256, True
+    return store.get(source.key), False
+
+
+def _verify(
+    source: Source, path: Path, store: HashStore, published_hint: str | None = None
+) -> None:
+    """Check ``path`` against the published / recorded hash; record it when there is none."""
+    expected, published = _expected(source, store)
+    if expected is None and published_hint:
+        expected, published = published_hint, True
+    digest = sha256_file(path)
+    if expected is None:
+        store.record(source.key, digest, path.stat().st_size)
+        return
+    if digest != expected:
+        raise ChecksumError(
+            _checksum_message(f"{source.describe()} ({path})", digest, expected, published)
+            + f" To fetch it again, delete {path} or use `inceptionnext-zoo download NAME --force`."
+        )
+
+
+def _url_path(source: Source, root: Path) -> Path:
+    return root / source.filename
+
+
+def _fetch_url(
+    source: Source, root: Path, store: HashStore, progress: bool | ProgressHook, force: bool
+) -> Path:
+    dst = _url_path(source, root)
+    if dst.exists() and not force:
+        _verify(source, dst, store)
+        return dst
+    if force:
+        dst.unlink(missing_ok=True)
+    expected, published = _expected(source, store)
+    url = source.resolved_url()
+
+    def check(digest: str) -> None:
+        if expected is not None and digest != expected:
+            raise ChecksumError(_checksum_message(url, digest, expected, published))
+
+    with contextlib.ExitStack() as stack:
+        hook = stack.enter_context(rich_progress(source.filename)) if progress is True else progress
+        digest = _download(url, dst, check, hook or None)
+    if expected is None:
+        store.record(source.key, digest, dst.stat().st_size)
+    return dst
+
+
+def _cached_hf(source: Source) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    hit = try_to_load_from_cache(source.hf, source.file, revision=source.revision)
+    return Path(hit) if isinstance(hit, str) else None
+
+
+def _lfs_sha256(path: str) -> str | None:
+    """Hub LFS files live in ``blobs/<sha256>``: the blob name is the published hash."""
+    name = Path(path).resolve().name
+    return name if re.fullmatch(r"[0-9a-f]{64}", name) else None
+
+
+def _fetch_hf(source: Source, store: HashStore, force: bool) -> Path:
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as e:  # pragma: no cover - a dependency of timm
+        raise DownloadError(
+            "huggingface_hub is not installed: `pip install huggingface_hub`"
+        ) from e
+    # A cached copy is used without a network round trip: the hub client retries for ~30 s
+    # before it gives up on an unreachable hub.
+    path = None if force else _cached_hf(source)
+    if path is None:
+        try:
+            path = hf_hub_download(
+                repo_id=source.hf,
+                filename=source.file,
+                revision=source.revision,
+                force_download=force,
+            )
+        except Exception as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DownloadError(
+                f"hf-hub:{source.hf} ({source.file}): {type(e).__name__}: {reason} "
+                "(offline, or the hub is unreachable / needs a token)"
+            ) from e
+    _verify(source, Path(path), store, published_hint=_lfs_sha256(str(path)))
+    return Path(path)
+
+
+def _select(entry: ZooEntry, source: str | int | None) -> list[Source]:
+    if source is None:
+        return list(entry.sources)
+    if isinstance(source, int) or str(source).isdigit():
+        i = int(source)
+        if not 0 <= i < len(entry.sources):
+            raise ZooError(f"{entry.name} has sources 0..{len(entry.sources) - 1}, not {i}")
+        return [entry.sources[i]]
+    if source not in ("url", "hf"):
+        raise ZooError(f"source={source!r}: use 'url', 'hf' or a source index")
+    chosen = [s for s in entry.sources if s.kind == source]
+    if not chosen:
+        kinds = sorted({s.kind for s in entry.sources})
+        raise ZooError(f"{entry.name} has no {source!r} source (it has {', '.join(kinds)})")
+    return chosen
+
+
+def cached_file(entry: ZooEntry | str, root: str | os.PathLike | None = None) -> Path | None:
+    """The already downloaded file of an entry, if any (no network, no hashing)."""
+    entry = get_entry(entry) if isinstance(entry, str) else entry
+    base = Path(root) if root is not None else cache_dir()
+    return next((p for s in entry.sources if (p := _cached(s, base)) is not None), None)
+
+
+def _cached(source: Source, base: Path) -> Path | None:
+    if source.url:
+        path = _url_path(source, base)
+        return path if path.exists() else None
+    return _cached_hf(source)
+
+
+def fetch(
+    entry: ZooEntry | str,
+    *,
+    source: str | int | None = None,
+    root: str | os.PathLike | None = None,
+    progress: bool | ProgressHook = True,
+    force: bool = False,
+) -> Path:
+    """The local file of a zoo entry, downloading it if needed.
+
+    Sources are tried in registry order (or only ``source``: 'url', 'hf' or an index). A cached
+    file is used without network access after its hash is checked. A checksum mismatch stops at
+    once (falling back to another source would hide it); other failures move on to the next
+    source, and when all fail one ``DownloadError`` lists every reason.
+    """
+    entry = get_entry(entry) if isinstance(entry, str) else entry
+    base = Path(root) if root is not None else cache_dir()
+    chosen = _select(entry, source)
+    if not force:  # a file already on disk wins, whichever source it came from
+        for s in chosen:
+            if _cached(s, base) is not None:
+                return fetch_source(s, root=base, progress=progress)
+    failures = []
+    for s in chosen:
+        try:
+            return fetch_source(s, root=base, progress=progress, force=force)
+        except DownloadError as e:
+            failures.append(f"  - {e}")
+    where = _url_path(chosen[0], base) if chosen[0].url else "the Hugging Face cache ($HF_HOME)"
+    raise DownloadError(
+        f"Could not fetch {entry.name!r} from any source:\n"
+        + "\n".join(failures)
+        + f"\nFix: connect to the network and retry; or copy the file to {where}; or set "
+        "$INCEPTIONNEXT_ZOO_MIRROR to a server holding the release files; or pass a local "
+        "checkpoint path instead of the zoo name."
+    )
+
+
+def fetch_source(
+    source: Source,
+    *,
+    root: str | os.PathLike | None = None,
+    progress: bool | ProgressHook = True,
+    force: bool = False,
+) -> Path:
+    """The local file of one source (a URL or hub file outside the registry, too)."""
+    base = Path(root) if root is not None else cache_dir()
+    store = HashStore(base / HASH_STORE_NAME)
+    if not force:
+        path = _cached(source, base)
+        if path is not None:
+            _verify(
+                source, path, store, published_hint=None if source.url else _lfs_sha256(str(path))
+            )
+            return path
+    if source.url:
+        return _fetch_url(source, base, store, progress, force)
+    return _fetch_hf(source, store, force)
+
+
+def forget_hashes(entry: ZooEntry | str, root: str | os.PathLike | None = None) -> list[str]:
+    """Drop the recorded hashes of an entry's sources (after an intentional upstream update)."""
+    entry = get_entry(entry) if isinstance(entry, str) else entry
+    base = Path(root) if root is not None else cache_dir()
+    store = HashStore(base / HASH_STORE_NAME)
+    return [s.key for s in entry.sources if store.forget(s.key)]

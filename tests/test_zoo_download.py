@@ -1,0 +1,273 @@
+"""The zoo's download path against a local HTTP server: progress, atomic rename, resume, checksums."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from inceptionnext_pl.zoo import (
+    ChecksumError,
+    DownloadError,
+    cache_dir,
+    download_url,
+    fetch,
+    get_entry,
+)
+from inceptionnext_pl.zoo import download as dl
+from inceptionnext_pl.zoo.cli import main
+
+PAYLOAD = os.urandom(3 * (1 << 20) + 12345)  # > 3 chunks, so progress has several steps
+ATTO_FILE = "inceptionnext_atto.pth"
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """Serves ``files`` under /<mode>/<name>.
+
+    ok: honours Range; norange: ignores it; cutonce: the first response for a path stops halfway
+    (then behaves like ok); cutonce-norange: the same without Range; cutalways: every response
+    stops after 1000 bytes.
+    """
+
+    files: dict[str, bytes] = {}
+    log: list[tuple[str, str | None]] = []
+    cut_done: set[str] = set()
+
+    def log_message(self, *args: object) -> None:  # keep pytest output clean
+        pass
+
+    def do_GET(self) -> None:
+        _, mode, name = self.path.split("/", 2)
+        rng = self.headers.get("Range")
+        type(self).log.append((self.path, rng))
+        data = self.files.get(name)
+        if data is None:
+            self.send_error(404)
+            return
+        start = 0
+        if rng and mode in ("ok", "cutonce", "cutalways"):
+            start = int(rng.removeprefix("bytes=").split("-")[0])
+            if start >= len(data):
+                self.send_error(416)
+                return
+        body = data[start:]
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        cut = len(body)
+        if mode.startswith("cutonce") and self.path not in self.cut_done:
+            type(self).cut_done.add(self.path)
+            cut = len(body) // 2
+        elif mode == "cutalways":
+            cut = min(cut, 1000)
+        self.wfile.write(body[:cut])
+        self.wfile.flush()
+        self.close_connection = True
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Fresh caches per test; no retry pauses; a clean request log."""
+    import huggingface_hub.constants as hfc
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(hfc, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(hfc, "HF_HUB_OFFLINE", True)
+    monkeypatch.delenv("INCEPTIONNEXT_ZOO_MIRROR", raising=False)
+    monkeypatch.setattr(dl, "RETRY_BACKOFF_S", 0.0)
+    Handler.files = {"payload.bin": PAYLOAD, ATTO_FILE: b"atto weights " * 50_000}
+    Handler.log = []
+    Handler.cut_done = set()
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith((".part", ".tmp")))
+
+
+def test_download_progress_atomic_and_checksum_pass(server, tmp_path):
+    events = []
+    dst = tmp_path / "out" / "payload.bin"
+    digest = download_url(
+        f"{server}/ok/payload.bin",
+        dst,
+        sha256=hashlib.sha256(PAYLOAD).hexdigest(),
+        progress=lambda done, total: events.append((done, total)),
+    )
+    assert dst.read_bytes() == PAYLOAD
+    assert digest == hashlib.sha256(PAYLOAD).hexdigest()
+    assert _leftovers(dst.parent) == []
+    assert len(events) >= 4 and events[0] == (0, len(PAYLOAD)) and events[-1][0] == len(PAYLOAD)
+    assert all(a[0] <= b[0] for a, b in zip(events, events[1:]))
+
+
+def test_checksum_mismatch_deletes_temp_and_names_both_hashes(server, tmp_path):
+    dst = tmp_path / "payload.bin"
+    wrong = "0" * 64
+    with pytest.raises(ChecksumError) as info:
+        download_url(f"{server}/ok/payload.bin", dst, sha256=wrong)
+    msg = str(info.value)
+    assert wrong in msg and hashlib.sha256(PAYLOAD).hexdigest() in msg and "payload.bin" in msg
+    assert not dst.exists() and _leftovers(tmp_path) == []
+
+
+def test_truncated_response_is_resumed_with_range(server, tmp_path):
+    dst = tmp_path / "payload.bin"
+    download_url(f"{server}/cutonce/payload.bin", dst)
+    assert dst.read_bytes() == PAYLOAD
+    assert Handler.log == [
+        ("/cutonce/payload.bin", None),
+        ("/cutonce/payload.bin", f"bytes={len(PAYLOAD) // 2}-"),
+    ]
+
+
+def test_truncated_response_without_range_support_restarts_cleanly(server, tmp_path):
+    dst = tmp_path / "payload.bin"
+    download_url(f"{server}/cutonce-norange/payload.bin", dst)
+    assert dst.read_bytes() == PAYLOAD and len(Handler.log) == 2
+    assert _leftovers(tmp_path) == []
+
+
+def test_interrupted_earlier_run_resumes_from_part_file(server, tmp_path):
+    dst = tmp_path / "payload.bin"
+    (tmp_path / "payload.bin.part").write_bytes(PAYLOAD[:777])
+    download_url(f"{server}/ok/payload.bin", dst)
+    assert dst.read_bytes() == PAYLOAD
+    assert Handler.log == [("/ok/payload.bin", "bytes=777-")]
+
+
+def test_server_ignoring_range_gets_a_full_restart(server, tmp_path):
+    dst = tmp_path / "payload.bin"
+    (tmp_path / "payload.bin.part").write_bytes(b"garbage that is not a prefix")
+    download_url(f"{server}/norange/payload.bin", dst)
+    assert dst.read_bytes() == PAYLOAD
+
+
+def test_persistent_truncation_fails_clearly_and_keeps_part_for_later(server, tmp_path):
+    dst = tmp_path / "payload.bin"
+    with pytest.raises(DownloadError, match="interrupted 3 times.*kept and the next run resumes"):
+        download_url(f"{server}/cutalways/payload.bin", dst, retries=2)
+    assert not dst.exists()
+    assert (tmp_path / "payload.bin.part").stat().st_size == 3000  # 3 attempts x 1000 bytes
+    download_url(f"{server}/ok/payload.bin", dst)  # a later run picks up from there
+    assert dst.read_bytes() == PAYLOAD and Handler.log[-1][1] == "bytes=3000-"
+
+
+def test_http_404_is_not_retried(server, tmp_path):
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        download_url(f"{server}/ok/missing.bin", tmp_path / "missing.bin")
+    assert len(Handler.log) == 1
+
+
+def test_registry_entry_via_mirror_records_then_verifies_hash(server, monkeypatch):
+    monkeypatch.setenv("INCEPTIONNEXT_ZOO_MIRROR", f"{server}/ok")
+    entry = get_entry("inceptionnext_atto")
+    path = fetch("inceptionnext_atto", progress=False)
+    assert path == cache_dir() / ATTO_FILE and path.read_bytes() == Handler.files[ATTO_FILE]
+    assert Handler.log == [(f"/ok/{ATTO_FILE}", None)]
+    store = json.loads((cache_dir() / dl.HASH_STORE_NAME).read_text())
+    # Recorded under the real release URL, so any mirror must serve identical bytes.
+    assert store[entry.sources[0].url]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+    assert fetch("inceptionnext_atto.sail_in1k", progress=False) == path  # alias, cached
+    assert len(Handler.log) == 1
+
+    # The upstream file changes: a fresh download no longer matches the recorded hash.
+    path.unlink()
+    Handler.files[ATTO_FILE] = b"tampered" * 1000
+    with pytest.raises(ChecksumError, match="recorded on the first download.*--forget-hash"):
+        fetch("inceptionnext_atto", progress=False)
+    assert not path.exists() and _leftovers(cache_dir()) == []
+
+    # A cached file that was modified on disk is caught too.
+    path.write_bytes(b"bit rot")
+    with pytest.raises(ChecksumError, match="--force"):
+        fetch("inceptionnext_atto", progress=False)
+
+
+def test_cli_download_with_progress_and_forget_hash(server, monkeypatch, capsys):
+    monkeypatch.setenv("INCEPTIONNEXT_ZOO_MIRROR", f"{server}/ok")
+    assert main(["download", "inceptionnext_atto"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert Path(out) == cache_dir() / ATTO_FILE and Path(out).exists()
+
+    Handler.files[ATTO_FILE] = b"a legitimate upstream update" * 100
+    assert main(["download", "inceptionnext_atto", "--force", "--no-progress"]) == 1
+    assert "sha256 mismatch" in capsys.readouterr().err
+    assert main(["download", "inceptionnext_atto", "--force", "--forget-hash"]) == 0
+    assert Path(capsys.readouterr().out.strip()).read_bytes() == Handler.files[ATTO_FILE]
+
+
+def test_second_source_is_used_when_the_first_is_missing(server, monkeypatch):
+    # The Table 1 variants name their file two ways; the mirror has only the README's name.
+    monkeypatch.setenv("INCEPTIONNEXT_ZOO_MIRROR", f"{server}/ok")
+    Handler.files["convnext_tiny_k3_par1_4.pth"] = b"fb weights" * 100
+    path = fetch("convnext_tiny_k3_par1_4", progress=False)
+    assert path.name == "convnext_tiny_k3_par1_4.pth"
+    assert [p for p, _ in Handler.log] == [
+        "/ok/convnext_tiny_k3_par1_4_1k_224_ema.pth",
+        "/ok/convnext_tiny_k3_par1_4.pth",
+    ]
+
+
+def test_offline_hub_source_gives_one_clear_error():
+    with pytest.raises(DownloadError) as info:
+        fetch("convnext_tiny.fb_in1k", progress=False)
+    msg = str(info.value)
+    assert "Could not fetch 'convnext_tiny.fb_in1k'" in msg
+    assert "hf-hub:timm/convnext_tiny.fb_in1k" in msg and "offline" in msg
+    assert "pass a local checkpoint path" in msg
+
+
+def test_all_sources_failing_lists_each(server, monkeypatch):
+    monkeypatch.setenv("INCEPTIONNEXT_ZOO_MIRROR", f"{server}/ok")
+    del Handler.files[ATTO_FILE]
+    with pytest.raises(DownloadError) as info:
+        fetch("inceptionnext_atto", progress=False)
+    lines = [x for x in str(info.value).splitlines() if x.startswith("  - ")]
+    assert len(lines) == 2 and "HTTP 404" in lines[0] and "hf-hub:" in lines[1]
+
+
+def _fake_hub_file(root: Path, repo: str, filename: str, data: bytes, blob: str) -> None:
+    """The layout huggingface_hub caches a file in: blobs/<sha256> linked from snapshots/."""
+    folder = root / f"models--{repo.replace('/', '--')}"
+    (folder / "blobs").mkdir(parents=True)
+    (folder / "blobs" / blob).write_bytes(data)
+    commit = "a" * 40
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(commit)
+    snap = folder / "snapshots" / commit
+    snap.mkdir(parents=True)
+    (snap / filename).symlink_to(Path("../../blobs") / blob)
+
+
+def test_cached_hub_file_is_checked_against_its_lfs_sha256(tmp_path):
+    import huggingface_hub.constants as hfc
+
+    data = b"hub weights" * 1000
+    good = hashlib.sha256(data).hexdigest()
+    _fake_hub_file(Path(hfc.HF_HUB_CACHE), "timm/resnet50.a1_in1k", "model.safetensors", data, good)
+    path = fetch("resnet50.a1_in1k", progress=False)
+    assert path.read_bytes() == data
+
+    _fake_hub_file(
+        Path(hfc.HF_HUB_CACHE), "timm/resnet50.a2_in1k", "model.safetensors", b"corrupt", good
+    )
+    with pytest.raises(ChecksumError, match="published"):
+        fetch("resnet50.a2_in1k", progress=False)
