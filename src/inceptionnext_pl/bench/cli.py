@@ -1,0 +1,379 @@
+"""`inceptionnext-bench`: training and inference throughput as the paper measures it.
+
+Examples:
+  inceptionnext-bench --models inceptionnext_tiny convnext_tiny resnet50 --precision tf32 --plot
+  inceptionnext-bench --mode mixer --precision bf16
+  inceptionnext-bench --mode plot --csv benchmarks/a100/models-cuda-tf32.csv --out benchmarks/a100
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..models import UnknownModelError, check_model_name
+from .measure import MEMORY_FORMATS, PRECISIONS, memory_kind
+from .plot import plot_figure1
+from .report import add_ratios, environment, format_table, write_results
+from .suites import MIXER_BASELINE, MIXERS, BenchError, Settings, bench_mixers, bench_model
+
+# Figure 1's models: InceptionNeXt-T, ConvNeXt-T and its small-kernel variants, ResNet-50, Swin-T.
+DEFAULT_MODELS = (
+    "inceptionnext_tiny",
+    "convnext_tiny",
+    "convnext_tiny_k5",
+    "convnext_tiny_k3",
+    "resnet50",
+    "swin_tiny_patch4_window7_224",
+)
+
+MODEL_COLUMNS = (
+    ("model", "model", ""),
+    ("params_m", "params (M)", ".2f"),
+    ("macs_g", "MACs (G)", ".3f"),
+    ("train_img_s", "train img/s", ".1f"),
+    ("infer_img_s", "infer img/s", ".1f"),
+    ("train_batch", "train batch", ""),
+    ("train_peak_mem_mb", "train peak mem (MB)", ".0f"),
+    ("train_img_s_ratio", "train ×", ".2f"),
+    ("infer_img_s_ratio", "infer ×", ".2f"),
+)
+
+MIXER_COLUMNS = (
+    ("stage", "stage", ""),
+    ("channels", "C", ""),
+    ("resolution", "H=W", ""),
+    ("op", "mixer", ""),
+    ("params_k", "params (K)", ".2f"),
+    ("macs_m", "MACs (M)", ".2f"),
+    ("fwd_img_s", "fwd img/s", ".1f"),
+    ("fwd_bwd_img_s", "fwd+bwd img/s", ".1f"),
+    ("fwd_bwd_peak_mem_mb", "fwd+bwd peak mem (MB)", ".1f"),
+    ("fwd_img_s_ratio", "fwd ×", ".2f"),
+    ("fwd_bwd_img_s_ratio", "fwd+bwd ×", ".2f"),
+)
+
+MEMORY_NOTE = {
+    "cuda_max_allocated": "peak mem = torch.cuda.max_memory_allocated (weights included)",
+    "cpu_rss_delta": "peak mem = rise of the process RSS during the timed steps (CPU, approximate)",
+    "none": "peak mem not measured on this platform",
+}
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="inceptionnext-bench",
+        description=__doc__.splitlines()[0],
+        epilog="\n".join(__doc__.splitlines()[2:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--mode",
+        choices=("models", "mixer", "plot"),
+        default="models",
+        help="models: whole networks; mixer: the token mixer alone at InceptionNeXt-T's stages; "
+        "plot: redraw Figure 1 from models CSVs (default: models)",
+    )
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=list(DEFAULT_MODELS),
+        metavar="NAME",
+        help="model names, ours or timm's (default: Figure 1's set)",
+    )
+    p.add_argument(
+        "--mixers",
+        nargs="+",
+        choices=tuple(MIXERS),
+        default=list(MIXERS),
+        help="token mixers for --mode mixer (default: all)",
+    )
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
+    p.add_argument(
+        "--batch-size",
+        type=_int_at_least(1),
+        default=128,
+        help="initial batch, halved on out-of-memory (default: 128, as in the paper)",
+    )
+    p.add_argument(
+        "--img-size",
+        type=_int_at_least(32),
+        default=224,
+        help="square input side; at least 32 (the networks downsample by 32) (default: 224)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="fp32 (TF32 off), tf32 (CUDA only), bf16 or fp16 autocast (default: tf32 on CUDA, "
+        "as the paper's A100 numbers; fp32 on CPU)",
+    )
+    p.add_argument(
+        "--memory-format",
+        choices=(*MEMORY_FORMATS, "best"),
+        default="best",
+        help="best: run both layouts and report the faster for each column, as the paper does "
+        "(default: best)",
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile each network")
+    p.add_argument(
+        "--threads",
+        type=_int_at_least(1),
+        default=None,
+        help="torch CPU threads (default: torch's choice); 1 is steadier on a busy shared CPU",
+    )
+    p.add_argument(
+        "--baseline",
+        default=None,
+        help="row the ratios divide by: a --models name (default: convnext_tiny if measured, "
+        f"else the first model) or a --mixers name (default: {MIXER_BASELINE})",
+    )
+    p.add_argument(
+        "--warmup", type=_int_at_least(0), default=10, help="untimed steps first (default: 10)"
+    )
+    p.add_argument(
+        "--iters",
+        type=_int_at_least(1),
+        default=30,
+        help="timed steps; the median is reported (default: 30)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("bench-results"), help="folder for CSV, JSON and PNG"
+    )
+    p.add_argument(
+        "--name",
+        default=None,
+        help="file stem (default: <mode>-<device>-<precision>[-compiled], figure1 for --mode plot)",
+    )
+    p.add_argument("--plot", action="store_true", help="also draw Figure 1 after a models run")
+    p.add_argument(
+        "--csv", nargs="+", type=Path, default=None, help="models CSVs to draw in --mode plot"
+    )
+    return p
+
+
+def resolve_device(parser: argparse.ArgumentParser, text: str) -> torch.device:
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        parser.error(f"--device {text!r} is not a device; use auto, cpu, cuda or cuda:N")
+    if device.type not in ("cpu", "cuda"):
+        parser.error(f"--device {text!r}: only cpu and cuda are supported")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            parser.error(
+                f"--device {text} was asked for but no CUDA GPU is visible to torch "
+                "(torch.cuda.is_available() is False); use --device cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            parser.error(
+                f"--device {text}: only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
+    return device
+
+
+def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> torch.device | None:
+    """Check every argument before any work starts; parser.error exits with status 2."""
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file; give a folder")
+    if args.mode == "plot":
+        if not args.csv:
+            parser.error(
+                "--mode plot needs --csv FILE [FILE ...] (models CSVs written by this tool)"
+            )
+        for path in args.csv:
+            if not path.is_file():
+                parser.error(f"--csv {path}: no such file")
+        return None
+    if args.csv:
+        parser.error("--csv is for --mode plot")
+
+    device = resolve_device(parser, args.device)
+    if args.precision is None:
+        args.precision = "tf32" if device.type == "cuda" else "fp32"
+    if args.precision == "tf32" and device.type != "cuda":
+        parser.error("--precision tf32 is a CUDA tensor-core mode; on CPU use fp32, bf16 or fp16")
+    if args.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        parser.error(
+            f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16; use fp16"
+        )
+    if args.compile and args.warmup < 1:
+        parser.error("--compile needs --warmup 1 or more, so that compilation is not timed")
+    if args.compile and not any(shutil.which(c) for c in ("cc", "gcc", "g++", "clang")):
+        parser.error("--compile needs a C/C++ compiler on PATH (torch.compile builds kernels)")
+
+    if args.mode == "models":
+        for name in args.models:
+            try:
+                check_model_name(name)
+            except UnknownModelError as exc:
+                parser.error(f"--models: {exc}")
+        if len(set(args.models)) != len(args.models):
+            parser.error("--models lists a name twice")
+        if args.baseline is None:
+            args.baseline = "convnext_tiny" if "convnext_tiny" in args.models else args.models[0]
+        elif args.baseline not in args.models:
+            parser.error(f"--baseline {args.baseline} is not in --models; add it to --models")
+        if args.plot and not args.models:
+            parser.error("--plot needs models")
+    else:  # mixer
+        if args.plot:
+            parser.error(
+                "--plot draws Figure 1 from a models run; it does not apply to --mode mixer"
+            )
+        if args.baseline is None:
+            args.baseline = MIXER_BASELINE if MIXER_BASELINE in args.mixers else args.mixers[0]
+        elif args.baseline not in args.mixers:
+            parser.error(
+                f"--baseline {args.baseline} is not one of --mixers ({', '.join(args.mixers)})"
+            )
+    return device
+
+
+def _settings(args: argparse.Namespace, device: torch.device) -> Settings:
+    formats = tuple(MEMORY_FORMATS) if args.memory_format == "best" else (args.memory_format,)
+    return Settings(
+        device=device,
+        precision=args.precision,
+        memory_formats=formats,
+        batch_size=args.batch_size,
+        img_size=args.img_size,
+        compile=args.compile,
+        warmup=args.warmup,
+        iters=args.iters,
+    )
+
+
+def _meta(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    settings = {
+        "mode": args.mode,
+        "models": args.models if args.mode == "models" else None,
+        "mixers": args.mixers if args.mode == "mixer" else None,
+        "precision": args.precision,
+        "memory_format": args.memory_format,
+        "compile": args.compile,
+        "threads": torch.get_num_threads(),
+        "img_size": args.img_size,
+        "batch_size": args.batch_size,
+        "batch_policy": "halved on out-of-memory; the batch used is in each row",
+        "warmup": args.warmup,
+        "iters": args.iters,
+        "statistic": "median of per-step timings, synchronised on CUDA",
+        "train_step": "forward, cross-entropy, backward, AdamW step (GradScaler for fp16)",
+        "infer_step": "forward under torch.inference_mode",
+        "baseline": args.baseline,
+        "memory_kind": memory_kind(device),
+        "command": "inceptionnext-bench " + " ".join(sys.argv[1:]),
+    }
+    return {"environment": environment(device), "settings": settings}
+
+
+def _stem(args: argparse.Namespace, device: torch.device) -> str:
+    if args.name:
+        return args.name
+    return f"{args.mode}-{device.type}-{args.precision}" + ("-compiled" if args.compile else "")
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_models(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    settings, meta, stem = _settings(args, device), _meta(args, device), _stem(args, device)
+    env = meta["environment"]
+    _log(
+        f"benchmarking {len(args.models)} models on {env['device_name']} ({args.precision}, "
+        f"{args.memory_format}, batch {args.batch_size}, {args.img_size}², "
+        f"{'compiled' if args.compile else 'eager'})"
+    )
+    rows: list[dict[str, Any]] = []
+    for i, name in enumerate(args.models, 1):
+        row = bench_model(name, settings, log=_log)
+        rows.append(row)
+        _log(
+            f"[{i}/{len(args.models)}] {name}: train {row['train_img_s']:.1f} img/s "
+            f"({row['train_memory_format']}, batch {row['train_batch']}), infer "
+            f"{row['infer_img_s']:.1f} img/s ({row['infer_memory_format']}, batch {row['infer_batch']})"
+        )
+        add_ratios(rows, "model", args.baseline, ("train_img_s", "infer_img_s"))
+        # written after every model so that a failure late in a long GPU run keeps what was measured
+        csv_path, json_path = write_results(args.out, stem, rows, meta)
+    print(
+        f"\n{env['device_name']} · torch {env['torch']}"
+        + (f" · CUDA {env['cuda']}" if env["cuda"] else "")
+        + f" · {args.precision} · {args.memory_format} · batch {args.batch_size} · "
+        f"{args.img_size}² · {'compiled' if args.compile else 'eager'} · ratios to {args.baseline}"
+    )
+    print(format_table(rows, MODEL_COLUMNS))
+    print(f"({MEMORY_NOTE[meta['settings']['memory_kind']]})")
+    print(f"wrote {csv_path} and {json_path}")
+    if args.plot:
+        png = args.out / f"{stem}.png"
+        try:
+            plot_figure1([csv_path], png)
+            print(f"wrote {png}")
+        except ValueError as exc:
+            _log(f"no plot: {exc}")
+    return rows
+
+
+def run_mixer(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    settings, meta, stem = _settings(args, device), _meta(args, device), _stem(args, device)
+    env = meta["environment"]
+    _log(f"token mixers at InceptionNeXt-T's stages on {env['device_name']} ({args.precision})")
+    rows = bench_mixers(settings, args.mixers, log=_log)
+    add_ratios(rows, "op", args.baseline, ("fwd_img_s", "fwd_bwd_img_s"), group_key="stage")
+    csv_path, json_path = write_results(args.out, stem, rows, meta)
+    print(
+        f"\n{env['device_name']} · torch {env['torch']}"
+        + (f" · CUDA {env['cuda']}" if env["cuda"] else "")
+        + f" · {args.precision} · {args.memory_format} · batch {args.batch_size} · "
+        f"input {args.img_size}² · ratios to {args.baseline} per stage"
+    )
+    print(format_table(rows, MIXER_COLUMNS))
+    print(f"({MEMORY_NOTE[meta['settings']['memory_kind']]})")
+    print(f"wrote {csv_path} and {json_path}")
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    device = validate(parser, args)
+    old_threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        if args.mode == "plot":
+            png = args.out / f"{args.name or 'figure1'}.png"
+            names = plot_figure1(args.csv, png)
+            print(f"wrote {png} ({len(names)} points)")
+        elif args.mode == "mixer":
+            run_mixer(args, device)
+        else:
+            run_models(args, device)
+    except (BenchError, ValueError) as exc:
+        parser.exit(1, f"{parser.prog}: error: {exc}\n")
+    finally:
+        torch.set_num_threads(old_threads)

@@ -1,0 +1,288 @@
+"""The two benchmarks: whole networks (train and inference) and the token mixer alone."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models import InceptionDWConv2d, MixerCfg, create_model
+from ..models.table import count
+from ..models.token_mixers import PartialDWConv2d
+from .measure import (
+    MEMORY_FORMATS,
+    PeakMemory,
+    autocast,
+    fp32_math,
+    free_memory,
+    median_step_time,
+    with_oom_backoff,
+)
+
+Log = Callable[[str], None]
+
+
+class BenchError(RuntimeError):
+    """A model or setting that cannot be benchmarked; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    device: torch.device
+    precision: str
+    memory_formats: tuple[str, ...]  # one, or both for "best"
+    batch_size: int
+    img_size: int
+    compile: bool
+    warmup: int
+    iters: int
+    num_classes: int = 1000
+
+
+@dataclass
+class Measured:
+    img_s: float
+    step_ms: float
+    batch: int
+    memory_format: str
+    peak_mem_mb: float | None
+
+
+def _best(results: dict[str, Measured]) -> Measured:
+    # The paper reports the better of the two memory layouts, separately for each column.
+    return max(results.values(), key=lambda m: m.img_s)
+
+
+def _maybe_compile(module: nn.Module, settings: Settings) -> nn.Module:
+    if not settings.compile:
+        return module
+    # A fresh cache per model/layout: otherwise dynamo's recompile limit is reached across models
+    # of one class and it silently falls back to eager.
+    torch._dynamo.reset()
+    return torch.compile(module)
+
+
+def _measure(
+    make_step: Callable[[int], Callable[[], object]], settings: Settings, fmt: str, log: Log
+) -> Measured:
+    def run(batch: int) -> tuple[float, float | None]:
+        step = make_step(batch)
+        with PeakMemory(settings.device) as mem:
+            seconds = median_step_time(step, settings.device, settings.warmup, settings.iters)
+        return seconds, mem.mb
+
+    (seconds, mb), batch = with_oom_backoff(run, settings.batch_size, settings.device, log)
+    return Measured(
+        round(batch / seconds, 2),
+        round(seconds * 1e3, 4),
+        batch,
+        fmt,
+        None if mb is None else round(mb, 1),
+    )
+
+
+def fixed_input_size(name: str) -> bool:
+    """Whether a model's pretrained config pins its input size (Swin, ViT), so img_size must be passed."""
+    from timm.models import get_pretrained_cfg_value
+
+    try:
+        return bool(get_pretrained_cfg_value(name, "fixed_input_size"))
+    except (RuntimeError, KeyError, ValueError):
+        return False
+
+
+def build_model(name: str, img_size: int, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
+    """``create_model`` with ``img_size`` passed to the models that pin their input size."""
+    kwargs["num_classes"] = num_classes
+    if fixed_input_size(name):
+        kwargs["img_size"] = img_size
+    try:
+        return create_model(name, **kwargs)
+    except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
+        raise BenchError(
+            f"{name} cannot be built at --img-size {img_size}: {exc}. "
+            "Try --img-size 224 (or a size the model's patch/window layout divides)."
+        ) from exc
+
+
+def _train_step_factory(net: nn.Module, settings: Settings, fmt: str) -> Callable:
+    device, size = settings.device, settings.img_size
+
+    def make_step(batch: int) -> Callable[[], None]:
+        x = torch.randn(batch, 3, size, size, device=device).to(memory_format=MEMORY_FORMATS[fmt])
+        y = torch.randint(0, settings.num_classes, (batch,), device=device)
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+        scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            with autocast(device, settings.precision):
+                loss = F.cross_entropy(net(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+
+        return step
+
+    return make_step
+
+
+def _infer_step_factory(net: nn.Module, settings: Settings, fmt: str) -> Callable:
+    device, size = settings.device, settings.img_size
+
+    def make_step(batch: int) -> Callable[[], None]:
+        x = torch.randn(batch, 3, size, size, device=device).to(memory_format=MEMORY_FORMATS[fmt])
+
+        def step() -> None:
+            with torch.inference_mode(), autocast(device, settings.precision):
+                net(x)
+
+        return step
+
+    return make_step
+
+
+def bench_model(name: str, settings: Settings, log: Log = print) -> dict[str, Any]:
+    """Params, MACs, and training / inference throughput of one network (the better layout of each)."""
+    model = build_model(name, settings.img_size, settings.num_classes)
+    params_m, macs_g = count(model, settings.img_size)
+    model.to(settings.device)
+    train: dict[str, Measured] = {}
+    infer: dict[str, Measured] = {}
+    with fp32_math(tf32=settings.precision != "fp32"):
+        for fmt in settings.memory_formats:
+            model.to(memory_format=MEMORY_FORMATS[fmt])
+            net = _maybe_compile(model, settings)
+            model.train()
+            train[fmt] = _measure(_train_step_factory(net, settings, fmt), settings, fmt, log)
+            model.zero_grad(set_to_none=True)  # drop gradients before measuring inference memory
+            free_memory(settings.device)
+            model.eval()
+            infer[fmt] = _measure(_infer_step_factory(net, settings, fmt), settings, fmt, log)
+            del net
+            free_memory(settings.device)
+    del model
+    free_memory(settings.device)
+    bt, bi = _best(train), _best(infer)
+    return {
+        "model": name,
+        "params_m": round(params_m, 3),
+        "macs_g": round(macs_g, 4),
+        "train_img_s": bt.img_s,
+        "infer_img_s": bi.img_s,
+        "train_step_ms": bt.step_ms,
+        "infer_step_ms": bi.step_ms,
+        "train_batch": bt.batch,
+        "infer_batch": bi.batch,
+        "train_memory_format": bt.memory_format,
+        "infer_memory_format": bi.memory_format,
+        "train_peak_mem_mb": bt.peak_mem_mb,
+        "infer_peak_mem_mb": bi.peak_mem_mb,
+        # every layout's numbers, for the JSON (the CSV keeps the better one)
+        "by_memory_format": {
+            fmt: {"train_img_s": train[fmt].img_s, "infer_img_s": infer[fmt].img_s}
+            for fmt in settings.memory_formats
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Token mixer alone
+
+# InceptionNeXt-T stage widths; the resolutions are img_size / 4, / 8, / 16, / 32.
+TINY_DIMS = (96, 192, 384, 768)
+
+MIXERS: dict[str, Callable[[int], nn.Module]] = {
+    "inception": lambda dim: InceptionDWConv2d(dim, MixerCfg()),
+    "dwconv7x7": lambda dim: PartialDWConv2d(dim, MixerCfg(kind="dwconv", kernel_size=7)),
+    "dwconv3x3": lambda dim: PartialDWConv2d(dim, MixerCfg(kind="dwconv", kernel_size=3)),
+}
+MIXER_BASELINE = "dwconv7x7"
+
+
+def mixer_stages(img_size: int) -> list[tuple[int, int, int]]:
+    """(stage, channels, resolution) of InceptionNeXt-T's four stages at ``img_size``."""
+    return [(i, dim, img_size // 4 // 2**i) for i, dim in enumerate(TINY_DIMS)]
+
+
+def _mixer_step_factory(
+    op: nn.Module, settings: Settings, dim: int, res: int, fmt: str, backward: bool
+):
+    device = settings.device
+
+    def make_step(batch: int) -> Callable[[], None]:
+        x = torch.randn(batch, dim, res, res, device=device).to(memory_format=MEMORY_FORMATS[fmt])
+        if not backward:
+
+            def forward() -> None:
+                with torch.inference_mode(), autocast(device, settings.precision):
+                    op(x)
+
+            return forward
+
+        x.requires_grad_(True)
+        with torch.no_grad(), autocast(device, settings.precision):
+            grad = torch.randn_like(op(x))
+
+        def forward_backward() -> None:
+            op.zero_grad(set_to_none=True)
+            x.grad = None
+            with autocast(device, settings.precision):
+                out = op(x)
+            out.backward(grad)
+
+        return forward_backward
+
+    return make_step
+
+
+def bench_mixers(
+    settings: Settings, ops: Sequence[str] = tuple(MIXERS), log: Log = print
+) -> list[dict[str, Any]]:
+    """Forward and forward+backward throughput of each token mixer at each stage of InceptionNeXt-T."""
+    rows = []
+    with fp32_math(tf32=settings.precision != "fp32"):
+        for stage, dim, res in mixer_stages(settings.img_size):
+            for name in ops:
+                op = MIXERS[name](dim)
+                params_m, macs_g = count(op, res, in_chans=dim)
+                op.to(settings.device)
+                fwd: dict[str, Measured] = {}
+                bwd: dict[str, Measured] = {}
+                for fmt in settings.memory_formats:
+                    op.to(memory_format=MEMORY_FORMATS[fmt])
+                    net = _maybe_compile(op, settings)
+                    for backward, store in ((False, fwd), (True, bwd)):
+                        factory = _mixer_step_factory(net, settings, dim, res, fmt, backward)
+                        store[fmt] = _measure(factory, settings, fmt, log)
+                        free_memory(settings.device)
+                bf, bb = _best(fwd), _best(bwd)
+                rows.append(
+                    {
+                        "stage": stage + 1,
+                        "channels": dim,
+                        "resolution": res,
+                        "op": name,
+                        "params_k": round(params_m * 1e3, 3),
+                        "macs_m": round(macs_g * 1e3, 4),
+                        "fwd_img_s": bf.img_s,
+                        "fwd_bwd_img_s": bb.img_s,
+                        "fwd_ms": bf.step_ms,
+                        "fwd_bwd_ms": bb.step_ms,
+                        "fwd_batch": bf.batch,
+                        "fwd_bwd_batch": bb.batch,
+                        "fwd_memory_format": bf.memory_format,
+                        "fwd_bwd_memory_format": bb.memory_format,
+                        "fwd_bwd_peak_mem_mb": bb.peak_mem_mb,
+                    }
+                )
+                log(
+                    f"  stage {stage + 1} ({dim}@{res}) {name:10s} fwd {bf.img_s:10.1f} img/s  "
+                    f"fwd+bwd {bb.img_s:10.1f} img/s"
+                )
+                del op
+    return rows

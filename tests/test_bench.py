@@ -1,0 +1,238 @@
+"""inceptionnext-bench on CPU at tiny sizes: files, sane numbers, mixer mode, plot, argument errors."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from inceptionnext_pl.bench import main
+from inceptionnext_pl.bench.measure import PeakMemory, fp32_math, with_oom_backoff
+from inceptionnext_pl.bench.plot import PAPER_TOP1, top1
+from inceptionnext_pl.bench.suites import build_model, fixed_input_size
+from inceptionnext_pl.models import create_model
+from inceptionnext_pl.models.table import count
+
+TINY = ["--img-size", "32", "--batch-size", "2", "--warmup", "1", "--iters", "2", "--threads", "1"]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _positive_finite(text: str) -> bool:
+    value = float(text)
+    return math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def models_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("bench")
+    argv = ["--models", "inceptionnext_atto", "convnext_atto", "--baseline", "convnext_atto"]
+    # fp16 on CPU runs autocast and the GradScaler path of the training step
+    argv += [*TINY, "--precision", "fp16", "--memory-format", "best", "--out", str(out), "--plot"]
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        main(argv)
+    return out, stdout.getvalue()
+
+
+def test_models_run_writes_csv_json_png_with_sane_numbers(models_run: tuple[Path, str]) -> None:
+    out, printed = models_run
+    stem = out / "models-cpu-fp16"
+    rows = {r["model"]: r for r in _rows(stem.with_suffix(".csv"))}
+    assert list(rows) == ["inceptionnext_atto", "convnext_atto"]
+    for r in rows.values():
+        for key in ("train_img_s", "infer_img_s", "train_step_ms", "params_m", "macs_g"):
+            assert _positive_finite(r[key]), (key, r[key])
+        assert int(r["train_batch"]) == 2 and int(r["infer_batch"]) == 2
+        assert r["train_memory_format"] in ("channels-first", "channels-last")
+        # every row carries its context
+        assert r["device"] == "cpu" and r["precision"] == "fp16" and r["img_size"] == "32"
+        assert r["torch"] == torch.__version__ and r["memory_kind"] in ("cpu_rss_delta", "none")
+    base, other = rows["convnext_atto"], rows["inceptionnext_atto"]
+    assert float(base["train_img_s_ratio"]) == 1.0 and float(base["infer_img_s_ratio"]) == 1.0
+    expected = float(other["train_img_s"]) / float(base["train_img_s"])
+    assert float(other["train_img_s_ratio"]) == pytest.approx(expected)
+    # params and MACs are the table's, at the benchmarked size
+    params, macs = count(create_model("inceptionnext_atto"), 32)
+    assert float(other["params_m"]) == pytest.approx(params, abs=1e-3)
+    assert float(other["macs_g"]) == pytest.approx(macs, rel=1e-3)
+
+    meta = json.loads(stem.with_suffix(".json").read_text())
+    env, settings = meta["environment"], meta["settings"]
+    assert env["torch"] == torch.__version__ and env["device_name"].startswith("CPU")
+    assert "cuda" in env and env["torch_threads"] == 1
+    for key in ("precision", "memory_format", "compile", "img_size", "batch_size", "warmup"):
+        assert key in settings
+    assert settings["baseline"] == "convnext_atto" and settings["iters"] == 2
+    # "best" measured both layouts for every model
+    for r in meta["results"]:
+        assert set(r["by_memory_format"]) == {"channels-first", "channels-last"}
+        best = max(v["train_img_s"] for v in r["by_memory_format"].values())
+        assert r["train_img_s"] == best
+
+    png = stem.with_suffix(".png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert "| inceptionnext_atto |" in printed and "train ×" in printed
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_plot_mode_draws_several_csvs_and_rejects_others(
+    models_run: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    src = models_run[0] / "models-cpu-fp16.csv"
+    rows = _rows(src)
+    second = tmp_path / "bf16.csv"
+    with open(second, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**r, "precision": "bf16"} for r in rows)
+    main(["--mode", "plot", "--csv", str(src), str(second), "--out", str(tmp_path)])
+    assert (tmp_path / "figure1.png").read_bytes()[:4] == b"\x89PNG"
+    assert "4 points" in capsys.readouterr().out
+
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text("model,train_img_s\nresnet18,10.0\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["--mode", "plot", "--csv", str(unknown), "--out", str(tmp_path)])
+    assert exc.value.code == 1
+    assert "no model in the CSV has a paper top-1" in capsys.readouterr().err
+
+    mixer_like = tmp_path / "mixer.csv"
+    mixer_like.write_text("stage,op,fwd_img_s\n1,inception,3.0\n")
+    with pytest.raises(SystemExit):
+        main(["--mode", "plot", "--csv", str(mixer_like), "--out", str(tmp_path)])
+    assert "has no model, train_img_s column" in capsys.readouterr().err
+
+
+def test_mixer_mode_covers_tiny_stages_forward_and_backward(tmp_path: Path) -> None:
+    argv = ["--mode", "mixer", "--img-size", "32", "--batch-size", "2", "--threads", "1"]
+    main(
+        [*argv, "--warmup", "0", "--iters", "1", "--memory-format", "channels-last"]
+        + ["--out", str(tmp_path)]
+    )
+    rows = _rows(tmp_path / "mixer-cpu-fp32.csv")
+    assert [(r["stage"], r["channels"], r["resolution"]) for r in rows[::3]] == [
+        ("1", "96", "8"),
+        ("2", "192", "4"),
+        ("3", "384", "2"),
+        ("4", "768", "1"),
+    ]
+    assert [r["op"] for r in rows[:3]] == ["inception", "dwconv7x7", "dwconv3x3"]
+    for r in rows:
+        for key in ("fwd_img_s", "fwd_bwd_img_s", "params_k", "macs_m"):
+            assert _positive_finite(r[key]), (key, r)
+        if r["op"] == "dwconv7x7":
+            assert float(r["fwd_img_s_ratio"]) == 1.0 and float(r["fwd_bwd_img_s_ratio"]) == 1.0
+    by = {(r["stage"], r["op"]): r for r in rows}
+    # Inception DW conv convolves 3/8 of the channels with small kernels: far fewer weights than 7x7
+    assert float(by["1", "inception"]["params_k"]) < float(by["1", "dwconv3x3"]["params_k"])
+    assert float(by["1", "dwconv3x3"]["params_k"]) < float(by["1", "dwconv7x7"]["params_k"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--models", "inceptionnext_tinny"], "Did you mean: inceptionnext_tiny"),
+        (["--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
+        (["--batch-size", "lots"], "argument --batch-size: expected an integer"),
+        (["--img-size", "16"], "argument --img-size: must be at least 32"),
+        (["--device", "cpu", "--precision", "tf32"], "tf32 is a CUDA tensor-core mode"),
+        (["--device", "cuda"], "no CUDA GPU is visible"),
+        (["--device", "tpu"], "is not a device"),
+        (["--precision", "int8"], "invalid choice: 'int8'"),
+        (["--models", "inceptionnext_atto", "--baseline", "resnet50"], "not in --models"),
+        (["--models", "resnet50", "resnet50"], "lists a name twice"),
+        (["--mode", "mixer", "--baseline", "dwconv5x5"], "is not one of --mixers"),
+        (["--mode", "mixer", "--plot"], "does not apply to --mode mixer"),
+        (["--compile", "--warmup", "0"], "--compile needs --warmup 1 or more"),
+        (["--mode", "plot"], "--mode plot needs --csv"),
+        (["--mode", "plot", "--csv", "nowhere.csv"], "--csv nowhere.csv: no such file"),
+    ],
+)
+def test_bad_arguments_get_one_clear_error(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--device", "cpu"] if "--device" not in argv else argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("error:") == 1
+
+
+def test_out_must_be_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    a_file = tmp_path / "results"
+    a_file.write_text("not a folder")
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(a_file), "--device", "cpu"])
+    assert exc.value.code == 2 and "is a file; give a folder" in capsys.readouterr().err
+
+
+def test_oom_halves_the_batch_until_it_fits() -> None:
+    tried = []
+
+    def run(batch: int) -> str:
+        tried.append(batch)
+        if batch > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return "ok"
+
+    assert with_oom_backoff(run, 16, torch.device("cpu")) == ("ok", 2)
+    assert tried == [16, 8, 4, 2]
+
+    def always_oom(batch: int) -> None:
+        raise torch.OutOfMemoryError("out of memory")
+
+    with pytest.raises(torch.OutOfMemoryError):
+        with_oom_backoff(always_oom, 4, torch.device("cpu"))
+
+    def other_error(batch: int) -> None:
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        with_oom_backoff(other_error, 4, torch.device("cpu"))
+
+
+def test_fixed_size_models_get_img_size() -> None:
+    # ViT and Swin pin their input size (pretrained cfg fixed_input_size): without img_size a
+    # 64x64 input is rejected. The CPU record in benchmarks/cpu runs Swin-T this way.
+    assert fixed_input_size("swin_tiny_patch4_window7_224")
+    assert not fixed_input_size("inceptionnext_atto") and not fixed_input_size("convnext_atto")
+    small = dict(depth=1, embed_dim=32, num_heads=2, num_classes=10)  # a cheap ViT, same rule
+    with pytest.raises(AssertionError):
+        create_model("vit_tiny_patch16_224", **small)(torch.zeros(1, 3, 64, 64))
+    model = build_model("vit_tiny_patch16_224", 64, **small)
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
+
+
+def test_fp32_math_restores_tf32_state_and_peak_memory_sees_allocations() -> None:
+    before = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+    with fp32_math(tf32=False):
+        assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+    assert (
+        torch.backends.cuda.matmul.fp32_precision,
+        torch.backends.cudnn.conv.fp32_precision,
+    ) == before
+    with PeakMemory(torch.device("cpu")) as mem:
+        big = torch.ones(64, 2**18)  # 64 MB of float32, touched
+        time.sleep(0.1)  # let the sampling thread see it
+        del big
+    if mem.kind == "cpu_rss_delta":
+        assert mem.mb is not None and mem.mb > 40
+
+
+def test_paper_top1_table() -> None:
+    assert top1("inceptionnext_tiny") == 82.3 and top1("convnext_tiny.fb_in1k") == 82.1
+    assert top1("convnext_tiny_k3") == 81.5 and top1("resnet18") is None
+    assert all(50 < acc < 90 for _, acc in PAPER_TOP1.values())
