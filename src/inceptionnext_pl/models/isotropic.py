@@ -39,7 +39,7 @@ def inceptionnext_small_iso(pretrained: bool = False, **kwargs: Any) -> MetaNeXt
 @register
 def convnext_small_iso(pretrained: bool = False, **kwargs: Any) -> MetaNeXtIsotropic:
     # facebook's isotropic ConvNeXt: 7x7 depthwise conv, LayerNorm, no layer scale.
-    defaults = dict(depth=18, dim=384, norm="layer", ls_init_value=None)
+    defaults = dict(depth=18, dim=384, norm="layer", ls_init_value=0)
     return _create(
         "convnext_small_iso",
         pretrained,

@@ -20,6 +20,11 @@ from .token_mixers import MixerCfg, build_token_mixer
 NormName = Literal["batch", "layer"]
 
 
+def drop_path_rates(rate: float, depth: int) -> list[float]:
+    """Stochastic depth rising linearly from 0 to ``rate`` over the blocks (plain floats, meta-safe)."""
+    return [rate * i / max(depth - 1, 1) for i in range(depth)]
+
+
 def norm_layer(name: NormName, dim: int) -> nn.Module:
     """BatchNorm (the paper's default, for speed) or channels-first LayerNorm (Table 8)."""
     if name == "batch":
@@ -43,7 +48,10 @@ class ConvMlp(nn.Module):
 
 
 class MetaNeXtBlock(nn.Module):
-    """Y = Norm(TokenMixer(X)); out = X + DropPath(gamma * MLP(Y)) (Eq. 1-3)."""
+    """Y = Norm(TokenMixer(X)); out = X + DropPath(gamma * MLP(Y)) (Eq. 1-3).
+
+    ``ls_init_value=0`` removes layer scale (timm's create_model drops ``None`` kwargs).
+    """
 
     def __init__(
         self,
@@ -232,9 +240,8 @@ class MetaNeXt(_ClassifierMixin, nn.Module):
         self.stem = nn.Sequential(
             nn.Conv2d(in_chans, dims[0], 4, stride=4), norm_layer(norm, dims[0])
         )
-        dp = [
-            r.tolist() for r in torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
-        ]
+        rates = drop_path_rates(drop_path_rate, sum(depths))
+        dp = [rates[sum(depths[:i]) : sum(depths[: i + 1])] for i in range(n)]
         stages, prev = [], dims[0]
         self.feature_info = []
         for i in range(n):
@@ -308,7 +315,7 @@ class MetaNeXtIsotropic(_ClassifierMixin, nn.Module):
         # notion of position; the conv mixers do not need one).
         self.pos_embed = nn.Parameter(torch.zeros(1, dim, grid, grid)) if pos_embed else None
         self.grad_checkpointing = False
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.Sequential(
             *[
                 MetaNeXtBlock(dim, mixer, norm, mlp_ratio, ls_init_value, rates[i])

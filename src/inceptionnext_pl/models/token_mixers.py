@@ -13,7 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .kernels import inception_dwconv, unsupported_reason
+
 BRANCHES = ("hw", "w", "h")
+FAST_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,9 @@ class MixerCfg:
 
     kind: ``inception`` (Sec. 3.2), ``dwconv`` (ConvNeXt, optionally on part of the channels,
     Table 1) or ``attn`` (MetaNeXt-Attn, Table 5).
+    fast: the fused Triton kernel for the Inception mixer (``kernels/``). ``auto`` uses it for
+    channels_last CUDA inputs when Triton is installed, else the PyTorch modules; ``on`` insists
+    (CUDA, or CPU under ``TRITON_INTERPRET=1``); ``off`` always runs the PyTorch modules.
     """
 
     kind: Literal["inception", "dwconv", "attn"] = "inception"
@@ -36,6 +42,8 @@ class MixerCfg:
     conv_ratio: float = 1.0
     # attn
     num_heads: int = 6
+    # fused kernel for kind="inception"
+    fast: Literal["auto", "on", "off"] = "auto"
 
     def __post_init__(self) -> None:
         if self.kind not in ("inception", "dwconv", "attn"):
@@ -64,6 +72,13 @@ class MixerCfg:
             )
         if not 0.0 < self.conv_ratio <= 1.0:
             raise ValueError(f"conv_ratio={self.conv_ratio} must be in (0, 1]")
+        if self.fast not in FAST_MODES:
+            raise ValueError(f"fast={self.fast!r} is unknown; use one of {FAST_MODES}")
+        if self.fast == "on" and (self.kind != "inception" or self.band_sequential):
+            raise ValueError(
+                "fast='on' needs the fused Inception kernel, which covers kind='inception' without "
+                "band_sequential; use fast='auto' or 'off' for this mixer"
+            )
 
 
 class InceptionDWConv2d(nn.Module):
@@ -107,7 +122,27 @@ class InceptionDWConv2d(nn.Module):
             conv_groups = [gc for b in BRANCHES if b in cfg.branches]
         self.split_indexes = (dim - sum(conv_groups), *conv_groups)
 
+    def use_fast_path(self, x: torch.Tensor) -> bool:
+        """Whether ``forward`` runs the fused kernel on ``x`` (raises if ``fast='on'`` cannot)."""
+        if self.cfg.fast == "off" or self.cfg.band_sequential:
+            return False
+        reason = unsupported_reason(x, cuda_only=self.cfg.fast == "auto")
+        if reason is not None and self.cfg.fast == "on":
+            raise RuntimeError(
+                f"InceptionDWConv2d(fast='on') cannot run the fused kernel: {reason}. "
+                "Use fast='auto' to fall back to the PyTorch path where it cannot, or fast='off'."
+            )
+        return reason is None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_fast_path(x):
+            params = []
+            for conv in (self.dwconv_hw, self.dwconv_w, self.dwconv_h):
+                params += [None, None] if conv is None else [conv.weight, conv.bias]
+            return inception_dwconv(x, *params)
+        return self.forward_reference(x)
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
         x_id, *xs = torch.split(x, self.split_indexes, dim=1)
         if self.cfg.band_sequential:
             outs = []
