@@ -271,3 +271,12 @@ def test_cached_hub_file_is_checked_against_its_lfs_sha256(tmp_path):
     )
     with pytest.raises(ChecksumError, match="published"):
         fetch("resnet50.a2_in1k", progress=False)
+
+
+def test_direct_url_and_hub_id_as_sources(server):
+    from inceptionnext_pl.zoo import resolve
+
+    path, entry = resolve(f"{server}/ok/payload.bin", progress=False)
+    assert entry is None and path == cache_dir() / "payload.bin" and path.read_bytes() == PAYLOAD
+    with pytest.raises(DownloadError, match="hf-hub:someone/model .*offline"):
+        resolve("hf-hub:someone/model", progress=False)

@@ -20,6 +20,16 @@ from inceptionnext_pl.zoo import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny CPU models: a second intra-op thread only adds overhead, and on a loaded 2-core
+    # machine it makes them ~20x slower.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def fast_model(name: str, seed: int = 0, **kwargs) -> torch.nn.Module:
     """``create_model(name)`` with random weights, skipping the (slow on CPU) truncated-normal init."""
     with torch.device("meta"):
@@ -188,6 +198,10 @@ def test_bad_sources_give_clear_errors(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(Exception, match="not a PyTorch checkpoint"):
         load_pretrained(model, tmp_path / "junk.pth")
+    torch.save(model.state_dict(), tmp_path / "whole.pth")
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "whole.pth").read_bytes()[:100_000])
+    with pytest.raises(Exception, match="truncated"):
+        load_pretrained(model, tmp_path / "cut.pth")
     torch.save(model, tmp_path / "pickled_model.pth")
     with pytest.raises(Exception, match="beyond tensors.*trust"):
         read_checkpoint(tmp_path / "pickled_model.pth")

@@ -11,7 +11,7 @@ from pathlib import Path
 from .convert import LIGHTNING_PREFIX, TARGETS, convert_file, export_checkpoint
 from .download import HASH_STORE_NAME, HashStore, cache_dir, cached_file, fetch, forget_hashes
 from .errors import ZooError
-from .registry import ZooEntry, get_entry, list_entries, registry_path
+from .registry import Source, ZooEntry, get_entry, list_entries, registry_path
 
 COLUMNS = (
     "Name",
@@ -26,8 +26,14 @@ COLUMNS = (
 )
 
 
+def _source_label(s: Source) -> str:
+    if s.hf:
+        return "hf-hub"
+    return "github" if s.url and s.url.startswith("https://github.com/") else "url"
+
+
 def _row(e: ZooEntry) -> list[str]:
-    kinds = sorted({s.kind for s in e.sources}, key=("url", "hf").index)
+    labels = list(dict.fromkeys(_source_label(s) for s in e.sources))
     return [
         e.name,
         e.timm_arch or "—",
@@ -37,7 +43,7 @@ def _row(e: ZooEntry) -> list[str]:
         "—" if e.top1 is None else f"{e.top1:.1f}",
         "—" if e.params_m is None else f"{e.params_m:g}",
         e.license,
-        "+".join({"url": "github", "hf": "hf-hub"}[k] for k in kinds),
+        "+".join(labels),
     ]
 
 
