@@ -116,10 +116,8 @@ def test_plot_mode_draws_several_csvs_and_rejects_others(
 
 def test_mixer_mode_covers_tiny_stages_forward_and_backward(tmp_path: Path) -> None:
     argv = ["--mode", "mixer", "--img-size", "32", "--batch-size", "2", "--threads", "1"]
-    main(
-        [*argv, "--warmup", "0", "--iters", "1", "--memory-format", "channels-last"]
-        + ["--out", str(tmp_path)]
-    )
+    argv += ["--warmup", "0", "--iters", "1", "--memory-format", "channels-last", "--rounds", "2"]
+    main([*argv, "--out", str(tmp_path)])
     rows = _rows(tmp_path / "mixer-cpu-fp32.csv")
     assert [(r["stage"], r["channels"], r["resolution"]) for r in rows[::3]] == [
         ("1", "96", "8"),
@@ -133,6 +131,11 @@ def test_mixer_mode_covers_tiny_stages_forward_and_backward(tmp_path: Path) -> N
             assert _positive_finite(r[key]), (key, r)
         if r["op"] == "dwconv7x7":
             assert float(r["fwd_img_s_ratio"]) == 1.0 and float(r["fwd_bwd_img_s_ratio"]) == 1.0
+    # two rounds: each row keeps its fastest round, all rounds stay in the JSON
+    for r in json.loads((tmp_path / "mixer-cpu-fp32.json").read_text())["results"]:
+        assert len(r["by_round"]["fwd_bwd_img_s"]) == 2
+        assert r["fwd_bwd_img_s"] == max(r["by_round"]["fwd_bwd_img_s"])
+    assert rows[0]["rounds"] == "2"
     by = {(r["stage"], r["op"]): r for r in rows}
     # Inception DW conv convolves 3/8 of the channels with small kernels: far fewer weights than 7x7
     assert float(by["1", "inception"]["params_k"]) < float(by["1", "dwconv3x3"]["params_k"])

@@ -21,7 +21,17 @@ from ..models import UnknownModelError, check_model_name
 from .measure import MEMORY_FORMATS, PRECISIONS, memory_kind
 from .plot import plot_figure1
 from .report import add_ratios, environment, format_table, write_results
-from .suites import MIXER_BASELINE, MIXERS, BenchError, Settings, bench_mixers, bench_model
+from .suites import (
+    MIXER_BASELINE,
+    MIXER_GROUPS,
+    MIXERS,
+    MODEL_GROUPS,
+    BenchError,
+    Settings,
+    bench_mixers,
+    bench_model,
+    best_of_rounds,
+)
 
 # Figure 1's models: InceptionNeXt-T, ConvNeXt-T and its small-kernel variants, ResNet-50, Swin-T.
 DEFAULT_MODELS = (
@@ -157,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="timed steps; the median is reported (default: 30)",
     )
     p.add_argument(
+        "--rounds",
+        type=_int_at_least(1),
+        default=1,
+        help="measure the whole list this many times round-robin and keep each row's fastest "
+        "round; use 2-3 on a shared or noisy machine (default: 1)",
+    )
+    p.add_argument(
         "--out", type=Path, default=Path("bench-results"), help="folder for CSV, JSON and PNG"
     )
     p.add_argument(
@@ -279,7 +296,9 @@ def _meta(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         "batch_policy": "halved on out-of-memory; the batch used is in each row",
         "warmup": args.warmup,
         "iters": args.iters,
-        "statistic": "median of per-step timings, synchronised on CUDA",
+        "statistic": "median of per-step timings, synchronised on CUDA; with rounds > 1, "
+        "each row's fastest round",
+        "rounds": args.rounds,
         "train_step": "forward, cross-entropy, backward, AdamW step (GradScaler for fp16)",
         "infer_step": "forward under torch.inference_mode",
         "baseline": args.baseline,
@@ -307,18 +326,22 @@ def run_models(args: argparse.Namespace, device: torch.device) -> list[dict[str,
         f"{args.memory_format}, batch {args.batch_size}, {args.img_size}², "
         f"{'compiled' if args.compile else 'eager'})"
     )
-    rows: list[dict[str, Any]] = []
-    for i, name in enumerate(args.models, 1):
-        row = bench_model(name, settings, log=_log)
-        rows.append(row)
-        _log(
-            f"[{i}/{len(args.models)}] {name}: train {row['train_img_s']:.1f} img/s "
-            f"({row['train_memory_format']}, batch {row['train_batch']}), infer "
-            f"{row['infer_img_s']:.1f} img/s ({row['infer_memory_format']}, batch {row['infer_batch']})"
-        )
-        add_ratios(rows, "model", args.baseline, ("train_img_s", "infer_img_s"))
-        # written after every model so that a failure late in a long GPU run keeps what was measured
-        csv_path, json_path = write_results(args.out, stem, rows, meta)
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in args.models}
+    for r in range(1, args.rounds + 1):
+        # round-robin over the list, so that slow phases of a shared machine hit every model
+        for i, name in enumerate(args.models, 1):
+            row = bench_model(name, settings, log=_log)
+            rounds[name].append(row)
+            _log(
+                f"[{f'round {r}, ' if args.rounds > 1 else ''}{i}/{len(args.models)}] {name}: "
+                f"train {row['train_img_s']:.1f} img/s ({row['train_memory_format']}, batch "
+                f"{row['train_batch']}), infer {row['infer_img_s']:.1f} img/s "
+                f"({row['infer_memory_format']}, batch {row['infer_batch']})"
+            )
+            rows = [best_of_rounds(v, MODEL_GROUPS) for v in rounds.values() if v]
+            add_ratios(rows, "model", args.baseline, ("train_img_s", "infer_img_s"))
+            # written after every model: a failure late in a long GPU run keeps what was measured
+            csv_path, json_path = write_results(args.out, stem, rows, meta)
     print(
         f"\n{env['device_name']} · torch {env['torch']}"
         + (f" · CUDA {env['cuda']}" if env["cuda"] else "")
@@ -342,7 +365,8 @@ def run_mixer(args: argparse.Namespace, device: torch.device) -> list[dict[str, 
     settings, meta, stem = _settings(args, device), _meta(args, device), _stem(args, device)
     env = meta["environment"]
     _log(f"token mixers at InceptionNeXt-T's stages on {env['device_name']} ({args.precision})")
-    rows = bench_mixers(settings, args.mixers, log=_log)
+    rounds = [bench_mixers(settings, args.mixers, log=_log) for _ in range(args.rounds)]
+    rows = [best_of_rounds(same, MIXER_GROUPS) for same in zip(*rounds)]
     add_ratios(rows, "op", args.baseline, ("fwd_img_s", "fwd_bwd_img_s"), group_key="stage")
     csv_path, json_path = write_results(args.out, stem, rows, meta)
     print(

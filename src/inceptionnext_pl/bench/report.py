@@ -27,6 +27,7 @@ CONTEXT_KEYS = (
     "batch_size",
     "warmup",
     "iters",
+    "rounds",
     "memory_kind",
     "torch",
     "cuda",
