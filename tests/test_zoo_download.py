@@ -280,3 +280,19 @@ def test_direct_url_and_hub_id_as_sources(server):
     assert entry is None and path == cache_dir() / "payload.bin" and path.read_bytes() == PAYLOAD
     with pytest.raises(DownloadError, match="hf-hub:someone/model .*offline"):
         resolve("hf-hub:someone/model", progress=False)
+
+
+def test_concurrent_fetches_download_once(server, monkeypatch):
+    monkeypatch.setenv("INCEPTIONNEXT_ZOO_MIRROR", f"{server}/ok")
+    Handler.files[ATTO_FILE] = PAYLOAD
+    results: list[Path] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(fetch("inceptionnext_atto", progress=False)))
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 3 and len(set(results)) == 1 and results[0].read_bytes() == PAYLOAD
+    assert len(Handler.log) == 1

@@ -196,7 +196,9 @@ def download_url(
     The bytes go to ``dst + '.part'``; a dropped connection resumes from there with a Range request
     (a server that ignores ranges gets a clean restart) up to ``retries`` times, and a ``.part`` left
     by an earlier interrupted run is resumed the same way. On a ``sha256`` mismatch the ``.part`` is
-    deleted and ``ChecksumError`` raised; ``dst`` is only ever created complete.
+    deleted and ``ChecksumError`` raised; ``dst`` is only ever created complete. Concurrent calls
+    for the same ``dst`` (DDP ranks, say) wait for each other and download once; an existing
+    ``dst`` is only verified.
     """
 
     def check(digest: str) -> None:
@@ -220,6 +222,10 @@ def _download(
     dst.parent.mkdir(parents=True, exist_ok=True)
     part = dst.with_name(dst.name + ".part")
     with FileLock(str(dst) + ".lock"):
+        if dst.exists():  # another process (e.g. a DDP rank) finished it while we waited
+            digest = sha256_file(dst)
+            check(digest)
+            return digest
         failures: list[str] = []
         for attempt in range(retries + 1):
             have = part.stat().st_size if part.exists() else 0
@@ -233,7 +239,12 @@ def _download(
                 ) as resp:
                     total: int | None = None
                     crange = _content_range(resp.headers.get("Content-Range"))
-                    if have and resp.status == 206 and crange and crange[0] == have:
+                    if resp.status == 206 and not (have and crange and crange[0] == have):
+                        # A partial answer that does not continue the .part: start afresh.
+                        part.unlink(missing_ok=True)
+                        failures.append(f"unexpected Content-Range {crange}; restarting")
+                        continue
+                    if resp.status == 206:
                         total = crange[1]
                     else:  # first request, or the server ignored the range: start over
                         have = got = 0

@@ -1,0 +1,215 @@
+"""Lightning checkpoints in and out of the zoo: read, export for timm, convert, fine-tune."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import timm
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from inceptionnext_pl.module import ImageClassifier
+from inceptionnext_pl.zoo import (
+    CheckpointFormatError,
+    StateDictMismatchError,
+    convert_file,
+    export_checkpoint,
+    load_pretrained,
+    read_checkpoint,
+)
+from inceptionnext_pl.zoo.cli import main
+from test_zoo_transfer import fast_model, fill_, small_convnext_variant
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny CPU models: a second intra-op thread only adds overhead, and on a loaded 2-core
+    # machine it makes them ~20x slower.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+CLASSES = 10
+
+
+class RandomImages(L.LightningDataModule):
+    def __init__(self, classes: int = CLASSES, size: int = 32, batch_size: int = 4) -> None:
+        super().__init__()
+        self.num_classes, self.batch_size = classes, batch_size
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(8, 3, size, size, generator=g)
+        self.data = TensorDataset(x, torch.randint(0, classes, (8,), generator=g))
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.data, batch_size=self.batch_size, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.data, batch_size=self.batch_size)
+
+
+def _trainer(root, **kwargs) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A real ImageClassifier trained for two steps with an EMA, saved by the Trainer."""
+    root = tmp_path_factory.mktemp("run")
+    module = ImageClassifier(
+        model_name="inceptionnext_atto", num_classes=CLASSES, ema_decay=0.5, warmup_epochs=0
+    )
+    trainer = _trainer(root, max_steps=2, limit_val_batches=0)
+    trainer.fit(module, RandomImages())
+    trainer.save_checkpoint(root / "run.ckpt")
+    raw = {k: v.clone() for k, v in module.model.state_dict().items()}
+    ema = {k: v.clone() for k, v in module.model_ema.module.state_dict().items()}
+    assert any(not torch.equal(raw[k], ema[k]) for k in raw)  # the two are distinguishable
+    return root / "run.ckpt", raw, ema
+
+
+def _equal(a: dict, b: dict, skip: str = "\0") -> bool:
+    keys = [k for k in b if not k.startswith(skip)]
+    return bool(keys) and all(torch.equal(a[k], b[k]) for k in keys)
+
+
+def test_read_lightning_checkpoint_raw_and_ema(run):
+    path, raw, ema = run
+    ckpt = read_checkpoint(path)
+    assert ckpt.container == "lightning" and ckpt.has_ema and not ckpt.ema
+    assert ckpt.hparams["model_name"] == "inceptionnext_atto"
+    assert set(ckpt.state_dict) == set(raw) and _equal(ckpt.state_dict, raw)
+    assert _equal(read_checkpoint(path, ema=True).state_dict, ema)
+    with pytest.raises(CheckpointFormatError, match=r"prefixes: model\., model_ema\."):
+        read_checkpoint(path, prefix="net.")
+
+
+def test_finetune_from_lightning_checkpoint(run):
+    path, raw, ema = run
+    model = fast_model("inceptionnext_atto", num_classes=3)
+    report = load_pretrained(model, path, progress=False)
+    assert _equal(model.state_dict(), raw, skip="head.fc2.") and not report.classifier_loaded
+    assert "EMA weights (ema=True)" in str(report)
+    load_pretrained(model, path, ema=True, progress=False)
+    assert _equal(model.state_dict(), ema, skip="head.fc2.")
+
+
+def test_export_loads_in_timm_with_the_printed_call(run, tmp_path, capsys):
+    path, raw, ema = run
+    dst = tmp_path / "atto10.safetensors"
+    assert main(["export", str(path), str(dst), "--ema"]) == 0
+    out = capsys.readouterr().out
+    call = (
+        f"timm.create_model('inceptionnext_atto', pretrained=True, num_classes=10, "
+        f"pretrained_cfg_overlay=dict(file='{dst}', num_classes=10))"
+    )
+    assert call in out
+    model = eval(call, {"timm": timm})
+    assert _equal(model.state_dict(), ema)  # the fine-tuned classifier included
+
+
+def test_export_1000_class_checkpoint_exact_timm_call(tmp_path):
+    """A Lightning checkpoint made by `convert`, exported, then timm's plain overlay call."""
+    src = fast_model("inceptionnext_atto", seed=7).state_dict()
+    torch.save(src, tmp_path / "official.pth")
+    res = convert_file(
+        tmp_path / "official.pth", tmp_path / "run.ckpt", model_name="inceptionnext_atto"
+    )
+    assert res.target == "lightning" and res.num_classes == 1000
+    module = ImageClassifier.load_from_checkpoint(tmp_path / "run.ckpt")
+    assert _equal(module.model.state_dict(), src)
+
+    for suffix in (".safetensors", ".pth"):
+        dst = tmp_path / f"export{suffix}"
+        res = export_checkpoint(tmp_path / "run.ckpt", dst)
+        assert res.timm_call() == (
+            f"timm.create_model('inceptionnext_atto', pretrained=True, "
+            f"pretrained_cfg_overlay=dict(file='{dst}'))"
+        )
+        model = timm.create_model(
+            "inceptionnext_atto", pretrained=True, pretrained_cfg_overlay=dict(file=str(dst))
+        )
+        assert _equal(model.state_dict(), src)
+
+
+def test_export_refuses_what_it_cannot_check(tmp_path, run):
+    torch.save(fast_model("inceptionnext_atto").state_dict(), tmp_path / "plain.pth")
+    with pytest.raises(CheckpointFormatError, match="not a Lightning checkpoint.*convert"):
+        export_checkpoint(tmp_path / "plain.pth", tmp_path / "out.pth")
+    with pytest.raises(StateDictMismatchError, match="inceptionnext_tiny"):
+        export_checkpoint(run[0], tmp_path / "out.pth", model_name="inceptionnext_tiny")
+    assert not (tmp_path / "out.pth").exists()
+
+
+def test_lightning_weight_averaging_layout(tmp_path):
+    # Lightning's WeightAveraging callbacks save the average as `state_dict` and move the
+    # trained weights to `current_model_state`.
+    raw = small_convnext_variant().state_dict()
+    avg = {k: v + 1 for k, v in raw.items()}
+    torch.save(
+        {
+            "state_dict": {f"model.{k}": v for k, v in avg.items()},
+            "current_model_state": {f"model.{k}": v for k, v in raw.items()},
+            "averaging_state": {"n_averaged": torch.tensor(3)},
+            "pytorch-lightning_version": L.__version__,
+        },
+        tmp_path / "wa.ckpt",
+    )
+    assert _equal(read_checkpoint(tmp_path / "wa.ckpt").state_dict, raw)
+    assert _equal(read_checkpoint(tmp_path / "wa.ckpt", ema=True).state_dict, avg)
+
+
+def test_convert_between_official_timm_and_facebook(tmp_path, capsys):
+    src = small_convnext_variant()
+    fill_(src, 8)
+    sd = src.state_dict()
+    torch.save(sd, tmp_path / "timm.pth")
+    assert (
+        main(["convert", str(tmp_path / "timm.pth"), str(tmp_path / "fb.pth"), "--to", "facebook"])
+        == 0
+    )
+    fb = torch.load(tmp_path / "fb.pth")
+    assert "downsample_layers.0.0.weight" in fb and "stages.0.0.dwconv.conv.weight" in fb
+    assert fb["stages.0.0.pwconv1.weight"].ndim == 2  # facebook's Linear pointwise layers
+    # official == facebook for the ConvNeXt variants; back to timm keys is lossless
+    convert_file(tmp_path / "fb.pth", tmp_path / "official.pth", to="official")
+    assert _equal(torch.load(tmp_path / "official.pth"), fb)
+    convert_file(tmp_path / "fb.pth", tmp_path / "back.safetensors")
+    back = read_checkpoint(tmp_path / "back.safetensors")
+    assert back.container == "safetensors" and set(back.state_dict) == set(sd)
+    assert _equal(back.state_dict, sd)
+    capsys.readouterr()
+
+    atto = tmp_path / "atto.pth"
+    torch.save(fast_model("inceptionnext_atto").state_dict(), atto)
+    assert main(["convert", str(atto), str(tmp_path / "x.pth"), "--to", "facebook"]) == 1
+    assert "Only ConvNeXt-style networks" in capsys.readouterr().err
+    assert (
+        main(["convert", str(atto), str(tmp_path / "x.pth"), "--model", "inceptionnext_tiny"]) == 1
+    )
+    err = capsys.readouterr().err
+    assert "does not fit inceptionnext_tiny (1000 classes)" in err and "shape mismatch" in err
+    assert not (tmp_path / "x.pth").exists()
+
+
+@pytest.mark.parametrize("num_classes", [5, None])
+def test_image_classifier_starts_from_the_file_backbone(tmp_path, num_classes):
+    src = fast_model("inceptionnext_atto", seed=9).state_dict()
+    torch.save(src, tmp_path / "official.pth")
+    module = ImageClassifier(
+        model_name="inceptionnext_atto",
+        num_classes=num_classes,
+        pretrained=str(tmp_path / "official.pth"),
+    )
+    _trainer(tmp_path, limit_val_batches=1).validate(module, RandomImages(classes=5))
+    assert _equal(module.model.state_dict(), src, skip="head.fc2.")
+    assert module.model.get_classifier().out_features == 5
