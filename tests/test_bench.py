@@ -117,6 +117,7 @@ def test_plot_mode_draws_several_csvs_and_rejects_others(
 def test_mixer_mode_covers_tiny_stages_forward_and_backward(tmp_path: Path) -> None:
     argv = ["--mode", "mixer", "--img-size", "32", "--batch-size", "2", "--threads", "1"]
     argv += ["--warmup", "0", "--iters", "1", "--memory-format", "channels-last", "--rounds", "2"]
+    argv += ["--clock", "cpu"]
     main([*argv, "--out", str(tmp_path)])
     rows = _rows(tmp_path / "mixer-cpu-fp32.csv")
     assert [(r["stage"], r["channels"], r["resolution"]) for r in rows[::3]] == [
@@ -135,7 +136,7 @@ def test_mixer_mode_covers_tiny_stages_forward_and_backward(tmp_path: Path) -> N
     for r in json.loads((tmp_path / "mixer-cpu-fp32.json").read_text())["results"]:
         assert len(r["by_round"]["fwd_bwd_img_s"]) == 2
         assert r["fwd_bwd_img_s"] == max(r["by_round"]["fwd_bwd_img_s"])
-    assert rows[0]["rounds"] == "2"
+    assert rows[0]["rounds"] == "2" and rows[0]["clock"] == "cpu"
     by = {(r["stage"], r["op"]): r for r in rows}
     # Inception DW conv convolves 3/8 of the channels with small kernels: far fewer weights than 7x7
     assert float(by["1", "inception"]["params_k"]) < float(by["1", "dwconv3x3"]["params_k"])
@@ -158,6 +159,7 @@ def test_mixer_mode_covers_tiny_stages_forward_and_backward(tmp_path: Path) -> N
         (["--mode", "mixer", "--baseline", "dwconv5x5"], "is not one of --mixers"),
         (["--mode", "mixer", "--plot"], "does not apply to --mode mixer"),
         (["--compile", "--warmup", "0"], "--compile needs --warmup 1 or more"),
+        (["--rounds", "0"], "argument --rounds: must be at least 1"),
         (["--mode", "plot"], "--mode plot needs --csv"),
         (["--mode", "plot", "--csv", "nowhere.csv"], "--csv nowhere.csv: no such file"),
     ],
@@ -239,3 +241,12 @@ def test_paper_top1_table() -> None:
     assert top1("inceptionnext_tiny") == 82.3 and top1("convnext_tiny.fb_in1k") == 82.1
     assert top1("convnext_tiny_k3") == 81.5 and top1("resnet18") is None
     assert all(50 < acc < 90 for _, acc in PAPER_TOP1.values())
+
+
+def test_cpu_clock_is_refused_for_gpu_runs(
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(SystemExit) as exc:
+        main(["--device", "cuda", "--clock", "cpu"])
+    assert exc.value.code == 2 and "GPU runs need --clock wall" in capsys.readouterr().err

@@ -167,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="timed steps; the median is reported (default: 30)",
     )
     p.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: elapsed time (the paper's throughput); cpu: CPU time of this process, "
+        "steadier on a CPU shared with other jobs (use with --threads 1; CPU only) (default: wall)",
+    )
+    p.add_argument(
         "--rounds",
         type=_int_at_least(1),
         default=1,
@@ -235,6 +242,8 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> torch
         parser.error(
             f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16; use fp16"
         )
+    if args.clock == "cpu" and device.type != "cpu":
+        parser.error("--clock cpu times CPU work only; GPU runs need --clock wall")
     if args.compile and args.warmup < 1:
         parser.error("--compile needs --warmup 1 or more, so that compilation is not timed")
     if args.compile and not any(shutil.which(c) for c in ("cc", "gcc", "g++", "clang")):
@@ -279,6 +288,7 @@ def _settings(args: argparse.Namespace, device: torch.device) -> Settings:
         compile=args.compile,
         warmup=args.warmup,
         iters=args.iters,
+        clock=args.clock,
     )
 
 
@@ -299,6 +309,7 @@ def _meta(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         "statistic": "median of per-step timings, synchronised on CUDA; with rounds > 1, "
         "each row's fastest round",
         "rounds": args.rounds,
+        "clock": args.clock,
         "train_step": "forward, cross-entropy, backward, AdamW step (GradScaler for fp16)",
         "infer_step": "forward under torch.inference_mode",
         "baseline": args.baseline,
@@ -312,6 +323,14 @@ def _stem(args: argparse.Namespace, device: torch.device) -> str:
     if args.name:
         return args.name
     return f"{args.mode}-{device.type}-{args.precision}" + ("-compiled" if args.compile else "")
+
+
+def _print_notes(args: argparse.Namespace, meta: dict[str, Any]) -> None:
+    print(f"({MEMORY_NOTE[meta['settings']['memory_kind']]})")
+    if args.clock == "cpu":
+        print("(img/s per second of process CPU time, --clock cpu: not wall-clock throughput)")
+    if args.rounds > 1:
+        print(f"(each row: the fastest of {args.rounds} round-robin rounds)")
 
 
 def _log(msg: str) -> None:
@@ -349,7 +368,7 @@ def run_models(args: argparse.Namespace, device: torch.device) -> list[dict[str,
         f"{args.img_size}² · {'compiled' if args.compile else 'eager'} · ratios to {args.baseline}"
     )
     print(format_table(rows, MODEL_COLUMNS))
-    print(f"({MEMORY_NOTE[meta['settings']['memory_kind']]})")
+    _print_notes(args, meta)
     print(f"wrote {csv_path} and {json_path}")
     if args.plot:
         png = args.out / f"{stem}.png"
@@ -376,7 +395,7 @@ def run_mixer(args: argparse.Namespace, device: torch.device) -> list[dict[str, 
         f"input {args.img_size}² · ratios to {args.baseline} per stage"
     )
     print(format_table(rows, MIXER_COLUMNS))
-    print(f"({MEMORY_NOTE[meta['settings']['memory_kind']]})")
+    _print_notes(args, meta)
     print(f"wrote {csv_path} and {json_path}")
     return rows
 

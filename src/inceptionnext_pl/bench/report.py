@@ -28,6 +28,7 @@ CONTEXT_KEYS = (
     "warmup",
     "iters",
     "rounds",
+    "clock",
     "memory_kind",
     "torch",
     "cuda",

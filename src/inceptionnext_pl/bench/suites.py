@@ -14,6 +14,7 @@ from ..models import InceptionDWConv2d, MixerCfg, create_model
 from ..models.table import count
 from ..models.token_mixers import PartialDWConv2d
 from .measure import (
+    CLOCKS,
     MEMORY_FORMATS,
     PeakMemory,
     autocast,
@@ -41,6 +42,7 @@ class Settings:
     warmup: int
     iters: int
     num_classes: int = 1000
+    clock: str = "wall"
 
 
 @dataclass
@@ -72,7 +74,9 @@ def _measure(
     def run(batch: int) -> tuple[float, float | None]:
         step = make_step(batch)
         with PeakMemory(settings.device) as mem:
-            seconds = median_step_time(step, settings.device, settings.warmup, settings.iters)
+            seconds = median_step_time(
+                step, settings.device, settings.warmup, settings.iters, CLOCKS[settings.clock]
+            )
         return seconds, mem.mb
 
     (seconds, mb), batch = with_oom_backoff(run, settings.batch_size, settings.device, log)
