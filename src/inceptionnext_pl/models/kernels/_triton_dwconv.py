@@ -74,11 +74,19 @@ def inception_dw_fwd_kernel(
     x_ptr, out_ptr, w_hw, b_hw, w_w, b_w, w_h, b_h,
     H, W, TILES_W, TILES_PER_IMG,
     sx_n, sx_c, sx_h, sx_w, so_n, so_c, so_h, so_w,
-    C_ID, GC, NB_ID, NB_BR,
+    C: tl.constexpr, C_ID: tl.constexpr, GC: tl.constexpr, NB_ID: tl.constexpr, NB_BR: tl.constexpr,
     SEG_HW: tl.constexpr, SEG_W: tl.constexpr, SEG_H: tl.constexpr,
     SK: tl.constexpr, KW_W: tl.constexpr, KH_H: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
+    if CHANNELS_LAST:
+        # dense NHWC: strides from the constexpr channel count, so the compiler knows alignments
+        sx_c = 1
+        sx_w = C
+        sx_h = W * C
+        sx_n = H * W * C
+        so_c, so_w, so_h, so_n = sx_c, sx_w, sx_h, sx_n
     pid_s = tl.program_id(0)
     pid_c = tl.program_id(1)
     n = pid_s // TILES_PER_IMG
@@ -125,14 +133,23 @@ def inception_dw_bwd_kernel(
     gy_ptr, x_ptr, gx_ptr, part_ptr, w_hw, w_w, w_h,
     H, W, TILES_W, TILES_PER_IMG,
     sg_n, sg_c, sg_h, sg_w, sx_n, sx_c, sx_h, sx_w, sd_n, sd_c, sd_h, sd_w,
-    C_ID, GC, NB_ID, NB_BR, C_CONV, TP,
+    C: tl.constexpr, C_ID: tl.constexpr, GC: tl.constexpr, NB_ID: tl.constexpr, NB_BR: tl.constexpr,
+    C_CONV: tl.constexpr, TP: tl.constexpr,
     SEG_HW: tl.constexpr, SEG_W: tl.constexpr, SEG_H: tl.constexpr,
     SK: tl.constexpr, KW_W: tl.constexpr, KH_H: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     # One pass over grad_out: grad_in (conv with mirrored taps) and per-tile partial sums of the
     # weight and bias gradients, part[tile, c - C_ID, tap] (bias in slot TP - 1). The host sums
     # over tiles afterwards: a deterministic two-stage reduction, no atomics.
+    if CHANNELS_LAST:
+        sx_c = 1
+        sx_w = C
+        sx_h = W * C
+        sx_n = H * W * C
+        sg_c, sg_w, sg_h, sg_n = sx_c, sx_w, sx_h, sx_n
+        sd_c, sd_w, sd_h, sd_n = sx_c, sx_w, sx_h, sx_n
     pid_s = tl.program_id(0)
     pid_c = tl.program_id(1)
     n = pid_s // TILES_PER_IMG

@@ -14,6 +14,7 @@ import contextlib
 import importlib.util
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -46,22 +47,26 @@ def interpreter_enabled() -> bool:
     return bool(triton.knobs.runtime.interpret)
 
 
-def _kernels() -> ModuleType:
-    """The kernel module for the current Triton mode.
+def _kernels(interpret: bool | None = None) -> ModuleType:
+    """The kernel module for the current Triton mode (or the one ``interpret`` names).
 
     ``triton.jit`` picks compiled or interpreted when it decorates, and the interpreter writes
     into the decorated functions' globals, so each mode executes its own copy of the file. This
     keeps tests that set ``TRITON_INTERPRET`` late (after another test imported Triton) correct.
     """
-    interp = interpreter_enabled()
+    import triton
+
+    interp = interpreter_enabled() if interpret is None else interpret
     mod = _KERNEL_MODULES.get(interp)
     if mod is None:
         name = f"{__package__}._triton_dwconv_{'interpreted' if interp else 'compiled'}"
         spec = importlib.util.spec_from_file_location(name, _KERNEL_FILE)
         assert spec is not None and spec.loader is not None
         mod = importlib.util.module_from_spec(spec)
+        with triton.knobs.runtime.scope():  # the mode triton.jit sees while decorating
+            triton.knobs.runtime.interpret = interp
+            spec.loader.exec_module(mod)
         sys.modules[name] = mod
-        spec.loader.exec_module(mod)
         _KERNEL_MODULES[interp] = mod
     return mod
 
@@ -182,34 +187,72 @@ def _next_pow2(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
-def _grid(
-    x: Tensor, geo: Geometry, bh: int, bw: int, bc: int
-) -> tuple[tuple[int, int], dict[str, int]]:
-    n, _, h, w = x.shape
+def _is_nhwc(*tensors: Tensor) -> bool:
+    return all(t.is_contiguous(memory_format=torch.channels_last) for t in tensors)
+
+
+@dataclass
+class Launch:
+    """One kernel launch: grid, run-time arguments and compile-time constants."""
+
+    kernel: str
+    grid: tuple[int, int]
+    args: list[Any]
+    consts: dict[str, int]
+
+    def run(self, device_of: Tensor) -> None:
+        with _device_guard(device_of):
+            getattr(_kernels(), self.kernel)[self.grid](*self.args, **self.consts)
+
+
+def _common(x: Tensor, geo: Geometry, block_hw: tuple[int, int], nhwc: bool) -> Launch:
+    """Grid and the arguments both kernels share (their order in the kernels' signatures)."""
+    n, c, h, w = x.shape
+    bh, bw = block_hw
+    bc = _block_c(geo)
     tiles_w = math.ceil(w / bw)
     tiles = math.ceil(h / bh) * tiles_w
     nb_id = math.ceil(geo.c_id / bc)
     nb_br = math.ceil(geo.gc / bc) if geo.n_seg else 0
     if n * tiles >= 2**31 or nb_id + geo.n_seg * nb_br > 65535:
         raise ValueError(f"input {tuple(x.shape)} is too large for one launch of the fused kernel")
-    args = dict(
-        H=h,
-        W=w,
-        TILES_W=tiles_w,
-        TILES_PER_IMG=tiles,
-        C_ID=geo.c_id,
-        GC=geo.gc,
-        NB_ID=nb_id,
-        NB_BR=max(nb_br, 1),
-    )
-    return (n * tiles, nb_id + geo.n_seg * nb_br), args
-
-
-def _consts(geo: Geometry, bh: int, bw: int, bc: int) -> dict[str, int]:
-    return dict(
+    consts = dict(
+        C=c, C_ID=geo.c_id, GC=geo.gc, NB_ID=nb_id, NB_BR=max(nb_br, 1),
         SEG_HW=geo.seg_hw, SEG_W=geo.seg_w, SEG_H=geo.seg_h, SK=geo.sk, KW_W=geo.kw_w, KH_H=geo.kh_h,
-        BLOCK_H=bh, BLOCK_W=bw, BLOCK_C=bc, num_warps=NUM_WARPS,
+        CHANNELS_LAST=nhwc, BLOCK_H=bh, BLOCK_W=bw, BLOCK_C=bc, num_warps=NUM_WARPS,
     )  # fmt: skip
+    return Launch("", (n * tiles, nb_id + geo.n_seg * nb_br), [h, w, tiles_w, tiles], consts)
+
+
+def forward_launch(x: Tensor, out: Tensor, weights: Sequence[Tensor | None]) -> Launch:
+    """The forward launch for ``out = inception_dwconv(x, *weights)`` (weights as in the op)."""
+    w_hw, b_hw, w_w, b_w, w_h, b_h = weights
+    geo = geometry(x.shape[1], w_hw, w_w, w_h)
+    launch = _common(x, geo, FWD_BLOCK_HW, _is_nhwc(x, out))
+    zeros = x.new_zeros(max(geo.gc, 1), dtype=torch.float32)  # for a branch without bias
+    ptrs = []
+    for w, b in ((w_hw, b_hw), (w_w, b_w), (w_h, b_h)):
+        ptrs += [x, x] if w is None else [w.contiguous(), zeros if b is None else b.contiguous()]
+    launch.kernel = "inception_dw_fwd_kernel"
+    launch.args = [x, out, *ptrs, *launch.args, *x.stride(), *out.stride()]
+    return launch
+
+
+def backward_launch(
+    grad: Tensor, x: Tensor, grad_x: Tensor, weights: Sequence[Tensor | None]
+) -> tuple[Launch, Tensor]:
+    """The backward launch, and its (tiles, C_conv, taps) buffer of partial weight-grad sums."""
+    w_hw, w_w, w_h = weights
+    geo = geometry(x.shape[1], w_hw, w_w, w_h)
+    launch = _common(x, geo, BWD_BLOCK_HW, _is_nhwc(grad, x, grad_x))
+    launch.consts.update(C_CONV=geo.c_conv, TP=geo.taps)
+    # Slots a branch does not use are never written (the caller zeroes them after the sum).
+    part = x.new_empty((launch.grid[0], geo.c_conv, geo.taps), dtype=torch.float32)
+    ptrs = [x if w is None else w.contiguous() for w in weights]
+    launch.kernel = "inception_dw_bwd_kernel"
+    launch.args = [grad, x, grad_x, part, *ptrs, *launch.args]
+    launch.args += [*grad.stride(), *x.stride(), *grad_x.stride()]
+    return launch, part
 
 
 def _device_guard(x: Tensor) -> Any:
@@ -217,64 +260,22 @@ def _device_guard(x: Tensor) -> Any:
     return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 
-def _flat(t: Tensor | None, fallback: Tensor) -> Tensor:
-    return fallback if t is None else t.contiguous()
-
-
-def _forward(
-    x: Tensor,
-    w_hw: Tensor | None,
-    b_hw: Tensor | None,
-    w_w: Tensor | None,
-    b_w: Tensor | None,
-    w_h: Tensor | None,
-    b_h: Tensor | None,
-) -> Tensor:
-    geo = geometry(x.shape[1], w_hw, w_w, w_h)
+def _forward(x: Tensor, weights: Sequence[Tensor | None]) -> Tensor:
     out = torch.empty_like(x)
-    if out.numel() == 0:
-        return out
-    bh, bw = FWD_BLOCK_HW
-    bc = _block_c(geo)
-    grid, args = _grid(x, geo, bh, bw, bc)
-    zeros = x.new_zeros(max(geo.gc, 1), dtype=torch.float32)
-    bias = [
-        b if b is not None or w is None else zeros
-        for w, b in ((w_hw, b_hw), (w_w, b_w), (w_h, b_h))
-    ]
-    with _device_guard(x):
-        _kernels().inception_dw_fwd_kernel[grid](
-            x, out,
-            _flat(w_hw, x), _flat(bias[0], x), _flat(w_w, x), _flat(bias[1], x), _flat(w_h, x), _flat(bias[2], x),
-            args["H"], args["W"], args["TILES_W"], args["TILES_PER_IMG"],
-            *x.stride(), *out.stride(),
-            args["C_ID"], args["GC"], args["NB_ID"], args["NB_BR"],
-            **_consts(geo, bh, bw, bc),
-        )  # fmt: skip
+    launch = forward_launch(x, out, weights)
+    if out.numel():
+        launch.run(x)
     return out
 
 
-def _backward(
-    grad: Tensor, x: Tensor, w_hw: Tensor | None, w_w: Tensor | None, w_h: Tensor | None
-) -> tuple[Tensor, Tensor]:
-    geo = geometry(x.shape[1], w_hw, w_w, w_h)
+def _backward(grad: Tensor, x: Tensor, weights: Sequence[Tensor | None]) -> tuple[Tensor, Tensor]:
+    geo = geometry(x.shape[1], *weights)
     grad_x = torch.empty_like(x)
-    bh, bw = BWD_BLOCK_HW
-    bc = _block_c(geo)
     if x.numel() == 0:
         return grad_x, x.new_zeros((geo.c_conv, geo.taps), dtype=torch.float32)
-    grid, args = _grid(x, geo, bh, bw, bc)
-    # part[tile, channel, tap]: per-tile partial sums, reduced below (deterministic, no atomics).
-    # Slots a branch does not use stay unwritten and are sliced away by the caller.
-    part = x.new_empty((grid[0], geo.c_conv, geo.taps), dtype=torch.float32)
-    with _device_guard(x):
-        _kernels().inception_dw_bwd_kernel[grid](
-            grad, x, grad_x, part, _flat(w_hw, x), _flat(w_w, x), _flat(w_h, x),
-            args["H"], args["W"], args["TILES_W"], args["TILES_PER_IMG"],
-            *grad.stride(), *x.stride(), *grad_x.stride(),
-            args["C_ID"], args["GC"], args["NB_ID"], args["NB_BR"], geo.c_conv, geo.taps,
-            **_consts(geo, bh, bw, bc),
-        )  # fmt: skip
+    # per-tile partial sums, reduced here: deterministic, no atomics
+    launch, part = backward_launch(grad, x, grad_x, weights)
+    launch.run(x)
     table = part.sum(0)
     # Zero the slots a branch does not use, so the op's output is fully defined.
     for seg, taps in ((geo.seg_hw, geo.sk**2), (geo.seg_w, geo.kw_w), (geo.seg_h, geo.kh_h)):
@@ -294,7 +295,7 @@ def inception_dwconv(
     b_h: Tensor | None,
 ) -> Tensor:
     """Fused Inception depthwise conv: identity channels, then the hw, w and h branches present."""
-    return _forward(x, w_hw, b_hw, w_w, b_w, w_h, b_h)
+    return _forward(x, (w_hw, b_hw, w_w, b_w, w_h, b_h))
 
 
 @inception_dwconv.register_fake
@@ -308,7 +309,7 @@ def inception_dwconv_backward(
     grad: Tensor, x: Tensor, w_hw: Tensor | None, w_w: Tensor | None, w_h: Tensor | None
 ) -> tuple[Tensor, Tensor]:
     """grad_x, and the weight/bias gradients of all branches as one (C_conv, taps) float32 table."""
-    return _backward(grad, x, w_hw, w_w, w_h)
+    return _backward(grad, x, (w_hw, w_w, w_h))
 
 
 @inception_dwconv_backward.register_fake
