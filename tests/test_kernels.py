@@ -11,6 +11,7 @@ import re
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import inceptionnext_pl
@@ -231,6 +232,32 @@ def test_create_model_forwards_fast_and_keeps_state_dict() -> None:
     assert {k: v.shape for k, v in off.state_dict().items()} == {
         k: v.shape for k, v in on.state_dict().items()
     }
+
+
+def test_op_without_biases(interpret: None) -> None:
+    # The op also takes bias-free branches (None): zero bias, and no bias gradient.
+    x = _input((2, 10, 5, 6)).requires_grad_()
+    w_hw, w_h = (
+        torch.randn(3, 1, 3, 3, requires_grad=True),
+        torch.randn(3, 1, 5, 1, requires_grad=True),
+    )
+    out = kernels.inception_dwconv(x, w_hw, None, None, None, w_h, None)
+    ref = torch.cat(
+        [
+            x[:, :4],
+            F.conv2d(x[:, 4:7], w_hw, padding=1, groups=3),
+            F.conv2d(x[:, 7:], w_h, padding=(2, 0), groups=3),
+        ],
+        dim=1,
+    )
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(ref)
+    for a, b in zip(
+        torch.autograd.grad(out, [x, w_hw, w_h], g),
+        torch.autograd.grad(ref, [x, w_hw, w_h], g),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_bad_weights_get_one_clear_error() -> None:

@@ -4,10 +4,13 @@ This file is loaded by ``inception_op._kernels()`` once per Triton mode (compile
 ``TRITON_INTERPRET=1``), never imported directly: ``triton.jit`` decides at decoration time
 whether a function is compiled or interpreted, so each mode gets its own module object.
 
-Layout. Tensors are (N, C, H, W) with arbitrary strides (channels_last is the tuned case: the
-channel axis is contiguous, so a [pixels, channels] tile loads coalesced). Channels are split as
-(identity | segment 0 | segment 1 | segment 2), each conv segment ``GC`` channels wide, in the order
-hw, w, h of the branches that exist. ``SEG_*`` is a branch's segment index, or -1 when removed.
+Layout. Tensors are (N, C, H, W) with arbitrary strides; dense channels_last is the tuned case
+(CHANNELS_LAST): the channel axis is contiguous, so a [pixels, channels] tile loads coalesced, and
+the strides are rebuilt from the constexpr channel count so the compiler can prove alignment and
+vectorise the loads. Channels are split as (identity | segment 0 | segment 1 | segment 2), each
+conv segment ``GC`` channels wide, in the order hw, w, h of the branches that exist. ``SEG_*`` is
+a branch's segment index, or -1 when removed. Channel counts are constexpr: a model has a handful
+of distinct ones, one compiled variant each.
 
 Grid. axis 0: one program per (image, spatial tile of BLOCK_H x BLOCK_W pixels); axis 1: channel
 blocks of BLOCK_C, first ``NB_ID`` blocks over the identity channels, then ``NB_BR`` blocks per

@@ -229,10 +229,13 @@ def forward_launch(x: Tensor, out: Tensor, weights: Sequence[Tensor | None]) -> 
     w_hw, b_hw, w_w, b_w, w_h, b_h = weights
     geo = geometry(x.shape[1], w_hw, w_w, w_h)
     launch = _common(x, geo, FWD_BLOCK_HW, _is_nhwc(x, out))
-    zeros = x.new_zeros(max(geo.gc, 1), dtype=torch.float32)  # for a branch without bias
     ptrs = []
     for w, b in ((w_hw, b_hw), (w_w, b_w), (w_h, b_h)):
-        ptrs += [x, x] if w is None else [w.contiguous(), zeros if b is None else b.contiguous()]
+        if w is None:
+            ptrs += [x, x]  # never read: the branch is compiled out
+        else:
+            bias = w.new_zeros(geo.gc) if b is None else b.contiguous()
+            ptrs += [w.contiguous(), bias]
     launch.kernel = "inception_dw_fwd_kernel"
     launch.args = [x, out, *ptrs, *launch.args, *x.stride(), *out.stride()]
     return launch
