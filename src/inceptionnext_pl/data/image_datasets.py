@@ -1,0 +1,330 @@
+"""Torch datasets over `datasets` splits: lazy decoding, corrupt-image policy, DDP-safe streams.
+
+Map-style (:class:`MapImageDataset`)
+    Rows are fetched from Arrow a batch at a time (``__getitems__``, one Arrow ``take`` per batch)
+    and decoded + transformed in the loader worker. Under DDP Lightning wraps the loader in a
+    ``DistributedSampler`` (seeded identically on every rank, ``set_epoch`` each epoch), which gives
+    every rank a disjoint shard that together cover the split (padded by at most world_size - 1
+    repeats when the split size is not a multiple of world_size).
+
+Streaming (:class:`StreamImageDataset`)
+    Lightning adds no sampler to an ``IterableDataset``; the split is divided with
+    ``datasets.distributed.split_dataset_by_node`` before it gets here, and `datasets` divides each
+    rank's shards among its loader workers. Pitfalls this class handles:
+
+    * **Epochs.** Lightning calls ``set_epoch`` only on samplers, so :class:`EpochLoader` calls
+      ``dataset.set_epoch(trainer.current_epoch)`` itself before every pass. `datasets` keeps the
+      epoch in shared memory, so this also reaches persistent workers.
+    * **Equal steps on every rank.** DDP hangs if one rank runs out of batches first, and with
+      ``num_workers > 0`` and ``drop_last`` each *worker* drops its own partial batch. Each worker
+      therefore yields a fixed quota, a multiple of the batch size, computed from the split size and
+      the number of shards it reads (assuming shards of similar size). When shards are evenly
+      divisible by ``world_size x num_workers`` no sample is read twice and at most
+      ``batch_size - 1`` per worker wait for the next epoch. If a worker's shards are shorter than
+      its quota (unequal shards) it re-reads the start of its stream, and logs it, instead of hanging.
+    * **Shard counts.** With ``num_shards % world_size != 0`` `datasets` falls back to every rank
+      reading all shards and keeping one example in ``world_size``: correct, but each rank downloads
+      everything. A rank with fewer shards than workers leaves workers idle.
+      See :func:`stream_plan`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, get_worker_info
+
+from .errors import DataError
+from .transforms import decode_rgb
+
+__all__ = ["EpochLoader", "MapImageDataset", "StreamImageDataset", "StreamPlan", "stream_plan"]
+
+log = logging.getLogger(__name__)
+
+MAX_WORKER_SLOTS = 256
+
+
+def _path_of(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("path") or "<embedded bytes>")
+    if isinstance(value, str):
+        return value
+    return "<embedded bytes>"
+
+
+class _CorruptPolicy:
+    """Raise on an undecodable image, or skip it and count it in shared memory (all workers).
+
+    Map-style data count each corrupt index once (a shared bitmap over the split); streams count
+    skip events, one per corrupt image met in each epoch. Counters live in shared memory because
+    the decoding happens in loader worker processes.
+    """
+
+    def __init__(self, skip: bool, dataset: str, split: str, size: int | None = None) -> None:
+        self.skip = skip
+        self.dataset = dataset
+        self.split = split
+        self.bad = torch.zeros(size or 0, dtype=torch.bool).share_memory_()
+        # One slot per worker (slot 0: the main process) so workers never race on a counter.
+        self.events = torch.zeros(MAX_WORKER_SLOTS + 1, dtype=torch.int64).share_memory_()
+
+    @property
+    def skipped(self) -> int:
+        return int(self.bad.sum()) if len(self.bad) else int(self.events.sum())
+
+    def known_bad(self, index: int) -> bool:
+        return bool(len(self.bad) and self.bad[index])
+
+    def handle(self, exc: Exception, where: str, path: str, index: int | None = None) -> None:
+        if not self.skip:
+            raise DataError(
+                f"corrupt or truncated image in dataset '{self.dataset}' split '{self.split}' at "
+                f"{where} (path {path}): {type(exc).__name__}: {exc}. Fix: replace or delete that "
+                f"file, or set data.skip_corrupt: true to skip such images (they are counted and "
+                f"logged)."
+            ) from exc
+        if index is not None and len(self.bad):
+            self.bad[index] = True
+        info = get_worker_info()
+        self.events[0 if info is None else 1 + info.id % MAX_WORKER_SLOTS] += 1
+        log.warning(
+            "skipping corrupt image in dataset '%s' split '%s' at %s (path %s): %s: %s "
+            "[%d skipped so far]",
+            self.dataset,
+            self.split,
+            where,
+            path,
+            type(exc).__name__,
+            exc,
+            self.skipped,
+        )
+
+
+class MapImageDataset(torch.utils.data.Dataset):
+    """Index -> (float CHW tensor, int label), decoding the image in the calling worker."""
+
+    def __init__(
+        self,
+        hf_dataset: Any,
+        image_column: str,
+        label_column: str,
+        transform: Callable[[Any], torch.Tensor],
+        *,
+        dataset: str,
+        split: str,
+        skip_corrupt: bool = False,
+    ) -> None:
+        self.hf = hf_dataset
+        self.image_column = image_column
+        self.label_column = label_column
+        self.transform = transform
+        self.corrupt = _CorruptPolicy(skip_corrupt, dataset, split, size=len(hf_dataset))
+
+    def __len__(self) -> int:
+        return len(self.hf)
+
+    @property
+    def num_skipped(self) -> int:
+        return self.corrupt.skipped
+
+    def _sample(self, index: int, image: Any, label: Any) -> tuple[torch.Tensor, int] | None:
+        if self.corrupt.known_bad(index):
+            return None
+        try:
+            img = decode_rgb(image)
+        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... on bad data
+            self.corrupt.handle(exc, f"index {index}", _path_of(image), index)
+            return None
+        return self.transform(img), int(label)
+
+    def _replacement(self, index: int) -> tuple[torch.Tensor, int]:
+        # A skipped image is replaced by the next decodable one, so batches keep their size
+        # (Mixup needs an even batch) and the epoch its length.
+        n = len(self)
+        for step in range(1, n):
+            j = (index + step) % n
+            if self.corrupt.known_bad(j):
+                continue
+            row = self.hf[j]
+            sample = self._sample(j, row[self.image_column], row[self.label_column])
+            if sample is not None:
+                return sample
+        raise DataError(
+            f"dataset '{self.corrupt.dataset}' split '{self.corrupt.split}': no image could be "
+            f"decoded. Fix: check the files."
+        )
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        row = self.hf[int(index)]
+        sample = self._sample(int(index), row[self.image_column], row[self.label_column])
+        return sample if sample is not None else self._replacement(int(index))
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        # One Arrow take for the whole batch instead of one per item.
+        rows = self.hf[[int(i) for i in indices]]
+        out = []
+        for i, image, label in zip(indices, rows[self.image_column], rows[self.label_column]):
+            sample = self._sample(int(i), image, label)
+            out.append(sample if sample is not None else self._replacement(int(i)))
+        return out
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """How one rank reads a stream: its workers and each worker's sample quota (None: no cap)."""
+
+    num_workers: int
+    shards_per_worker: tuple[int, ...]
+    quotas: tuple[int, ...] | None
+
+    @property
+    def length(self) -> int | None:
+        return None if self.quotas is None else sum(self.quotas)
+
+
+def stream_plan(
+    *,
+    num_shards: int,
+    world_size: int,
+    num_workers: int,
+    num_examples: int | None,
+    batch_size: int,
+    equalize: bool,
+) -> StreamPlan:
+    """Workers and quotas for one rank, identical on every rank (they must take the same steps).
+
+    ``num_shards`` is the stream's shard count before the split by node. With
+    ``num_shards % world_size == 0`` each rank reads ``num_shards / world_size`` whole shards,
+    otherwise every rank reads all shards and keeps one example in ``world_size``.
+    """
+    by_shards = num_shards % world_size == 0
+    shards_per_rank = num_shards // world_size if by_shards else num_shards
+    workers = max(1, min(num_workers, shards_per_rank))
+    # `datasets` gives worker w the shards w, w + W, w + 2W, ... of its rank.
+    per_worker = tuple(len(range(w, shards_per_rank, workers)) for w in range(workers))
+    loader_workers = workers if num_workers > 0 else 0
+    if not equalize or num_examples is None:
+        return StreamPlan(loader_workers, per_worker, None)
+    quotas = []
+    for count in per_worker:
+        # Expected samples of this worker (shards of similar size), rounded down to whole batches.
+        expected = count / num_shards * num_examples / (1 if by_shards else world_size)
+        quotas.append(int(math.floor(expected / batch_size + 1e-9)) * batch_size)
+    return StreamPlan(loader_workers, per_worker, tuple(quotas))
+
+
+class StreamImageDataset(torch.utils.data.IterableDataset):
+    """Iterates an (already node-split) `datasets.IterableDataset`, yielding (tensor, label)."""
+
+    def __init__(
+        self,
+        hf_stream: Any,
+        image_column: str,
+        label_column: str,
+        transform: Callable[[Any], torch.Tensor],
+        *,
+        dataset: str,
+        split: str,
+        skip_corrupt: bool = False,
+        quotas: tuple[int, ...] | None = None,
+        rank: int = 0,
+        loader_workers: int = 0,
+    ) -> None:
+        self.hf = hf_stream
+        self.image_column = image_column
+        self.label_column = label_column
+        self.transform = transform
+        self.quotas = quotas
+        self.rank = rank
+        self.loader_workers = loader_workers  # the DataLoader's num_workers this plan was made for
+        self.corrupt = _CorruptPolicy(skip_corrupt, dataset, split)
+        self.repeats = torch.zeros(MAX_WORKER_SLOTS + 1, dtype=torch.int64).share_memory_()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.hf.set_epoch(epoch)
+
+    @property
+    def num_skipped(self) -> int:
+        return self.corrupt.skipped
+
+    @property
+    def num_repeated(self) -> int:
+        """Samples re-read this run to fill a short worker's quota (0 with balanced shards)."""
+        return int(self.repeats.sum())
+
+    def __len__(self) -> int:
+        if self.quotas is None:
+            raise TypeError("this stream has no fixed length")
+        return sum(self.quotas)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
+        info = get_worker_info()
+        wid = 0 if info is None else info.id
+        quota = None if self.quotas is None else self.quotas[wid % len(self.quotas)]
+        if quota == 0:
+            return
+        produced = 0
+        passes = 0
+        bad_positions: set[int] = set()  # met in this epoch: counted once even when re-read
+        while True:
+            for position, row in enumerate(self.hf):
+                image = row[self.image_column]
+                if position in bad_positions:
+                    continue
+                try:
+                    img = decode_rgb(image)
+                except Exception as exc:
+                    where = f"stream position {position} of rank {self.rank} worker {wid}"
+                    self.corrupt.handle(exc, where, _path_of(image))
+                    bad_positions.add(position)
+                    continue
+                if passes:
+                    self.repeats[1 + wid % MAX_WORKER_SLOTS] += 1
+                yield self.transform(img), int(row[self.label_column])
+                produced += 1
+                if quota is not None and produced >= quota:
+                    return
+            if quota is None:
+                return
+            if produced == 0:
+                raise DataError(
+                    f"dataset '{self.corrupt.dataset}' split '{self.corrupt.split}': loader worker "
+                    f"{wid} of rank {self.rank} got no readable sample. Fix: use fewer "
+                    f"data.num_workers or a dataset with more shards."
+                )
+            passes += 1
+            log.warning(
+                "rank %d worker %d: its shards held fewer samples than its quota of %d; re-reading "
+                "from the start so every rank takes the same number of steps (shards of unequal "
+                "size). Shards divisible by world_size x num_workers avoid this.",
+                self.rank,
+                wid,
+                quota,
+            )
+
+
+class EpochLoader(DataLoader):
+    """A DataLoader that calls ``dataset.set_epoch`` before each pass over an iterable dataset.
+
+    Lightning only calls ``set_epoch`` on samplers, and an ``IterableDataset`` has none, so
+    without this every epoch would replay the same shuffle. ``epoch_fn`` (set after construction)
+    returns the epoch to use, e.g. ``trainer.current_epoch``; when it is unset or returns None the
+    passes are counted instead.
+    """
+
+    epoch_fn: Callable[[], int | None] | None = None
+    _passes = 0
+
+    def __iter__(self):
+        epoch = self.epoch_fn() if self.epoch_fn is not None else None
+        epoch = self._passes if epoch is None else epoch
+        self._passes += 1
+        set_epoch = getattr(self.dataset, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(int(epoch))
+        return super().__iter__()
