@@ -61,7 +61,7 @@ def test_models_run_writes_csv_json_png_with_sane_numbers(models_run: tuple[Path
     base, other = rows["convnext_atto"], rows["inceptionnext_atto"]
     assert float(base["train_img_s_ratio"]) == 1.0 and float(base["infer_img_s_ratio"]) == 1.0
     expected = float(other["train_img_s"]) / float(base["train_img_s"])
-    assert float(other["train_img_s_ratio"]) == pytest.approx(expected)
+    assert float(other["train_img_s_ratio"]) == pytest.approx(expected, abs=1e-4)
     # params and MACs are the table's, at the benchmarked size
     params, macs = count(create_model("inceptionnext_atto"), 32)
     assert float(other["params_m"]) == pytest.approx(params, abs=1e-3)

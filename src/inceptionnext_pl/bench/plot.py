@@ -62,7 +62,54 @@ def _series_label(rows: Sequence[dict[str, Any]]) -> str:
     batch = int(batch) if isinstance(batch, float) else batch
     img = r.get("img_size")
     img = int(img) if isinstance(img, float) else img
-    return f"{r.get('device_name')} · {r.get('precision')}{compiled} · batch {batch} · {img}²"
+    clock = " · CPU-time clock" if r.get("clock") == "cpu" else ""
+    return (
+        f"{r.get('device_name')} · {r.get('precision')}{compiled} · batch {batch} · {img}²{clock}"
+    )
+
+
+def _place_labels(ax: Any, labels: Sequence[tuple], fontsize: float = 7.5) -> None:
+    """Annotate points; each label goes to the first spot, right then left of its point, that
+    overlaps no label already placed."""
+    px_per_pt = ax.figure.dpi / 72
+    line = 1.25 * fontsize  # points
+    placed: list[tuple[float, float, float]] = []  # left, baseline (display px), width (px)
+    spots = [(side, k) for side in (1, -1) for k in (0, -1, 1, -2, 2)]
+    for xy, text, color, ours in sorted(labels, key=lambda t: (-t[0][1], t[0][0])):
+        px, py = ax.transData.transform(xy)
+        width = 0.62 * fontsize * px_per_pt * len(text)
+
+        candidates = [
+            (
+                side,
+                k,
+                px + side * 6 * px_per_pt - (width if side < 0 else 0),
+                py + (3 + k * line) * px_per_pt,
+            )
+            for side, k in spots
+        ]
+        side, k, left, base = next(
+            (
+                c
+                for c in candidates
+                if not any(
+                    abs(c[3] - qy) < line * px_per_pt and c[2] < qx + qw and qx < c[2] + width
+                    for qx, qy, qw in placed
+                )
+            ),
+            candidates[0],
+        )
+        placed.append((left, base, width))
+        ax.annotate(
+            text,
+            xy,
+            textcoords="offset points",
+            xytext=(6 * side, 3 + k * line),
+            ha="left" if side > 0 else "right",
+            fontsize=fontsize,
+            color=color,
+            fontweight="bold" if ours else "normal",
+        )
 
 
 def plot_figure1(csv_paths: Sequence[Path], png_path: Path) -> list[str]:
@@ -71,6 +118,7 @@ def plot_figure1(csv_paths: Sequence[Path], png_path: Path) -> list[str]:
 
     matplotlib.use("Agg")  # files only: no display on servers and CI
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     series = []
     for path in csv_paths:
@@ -89,38 +137,41 @@ def plot_figure1(csv_paths: Sequence[Path], png_path: Path) -> list[str]:
             "no model in the CSV has a paper top-1 to plot; known names: " + ", ".join(PAPER_TOP1)
         )
 
-    fig, ax = plt.subplots(figsize=(7.5, 5.5), dpi=120)
-    plotted = []
+    fig, ax = plt.subplots(figsize=(8, 6), dpi=120)
+    plotted, labels = [], []
     for i, (label, points) in enumerate(series):
-        color = f"C{i}"
         for j, r in enumerate(points):
             name = r["model"].split(".")[0]
             ours = name.startswith(("inceptionnext", "inception_next"))
+            xy = (r["train_img_s"], top1(name))
             ax.scatter(
-                r["train_img_s"],
-                top1(name),
-                s=160 if ours else 60,
+                *xy,
+                s=170 if ours else 60,
                 marker="*" if ours else "o",
-                color=color,
+                color=f"C{i}",
                 edgecolor="black" if ours else "none",
                 zorder=3,
                 label=label if j == 0 else None,
             )
-            ax.annotate(
-                PAPER_TOP1[name][0],
-                (r["train_img_s"], top1(name)),
-                textcoords="offset points",
-                xytext=(6, 4),
-                fontsize=8,
-                fontweight="bold" if ours else "normal",
-            )
+            labels.append((xy, PAPER_TOP1[name][0], f"C{i}", ours))
             plotted.append(r["model"])
+    xs = [xy[0] for xy, *_ in labels]
+    if (
+        max(xs) / min(xs) > 4
+    ):  # atto and base models together: a linear axis squashes the large ones
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.margins(x=0.25, y=0.12)  # room for the labels right of the points
+    ax.autoscale_view()
+    _place_labels(ax, labels)
     ax.set_xlabel("measured training throughput (img/s)")
     ax.set_ylabel("ImageNet-1k top-1 (%) as reported in the paper")
     ax.set_title("Accuracy vs training throughput (after Figure 1 of InceptionNeXt)")
-    ax.margins(x=0.2, y=0.15)  # room for the labels right of the points
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(True, alpha=0.3, which="both")
+    # below the axes, where it hides no point
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -83,7 +83,7 @@ def add_ratios(
     for r in rows:
         ref = base.get(r.get(group_key))
         for m in metrics:
-            r[f"{m}_ratio"] = r[m] / ref[m] if ref and ref[m] else None
+            r[f"{m}_ratio"] = round(r[m] / ref[m], 4) if ref and ref[m] else None
 
 
 def _cell(value: Any, fmt: str) -> str:
@@ -109,6 +109,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
