@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from inceptionnext_pl.bench import main
-from inceptionnext_pl.bench.measure import PeakMemory, fp32_math, with_oom_backoff
+from inceptionnext_pl.bench.measure import PeakMemory, cuda_math, with_oom_backoff
 from inceptionnext_pl.bench.plot import PAPER_TOP1, top1
 from inceptionnext_pl.bench.suites import build_model, fixed_input_size
 from inceptionnext_pl.models import create_model
@@ -221,14 +221,17 @@ def test_fixed_size_models_get_img_size() -> None:
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
 
 
-def test_fp32_math_restores_tf32_state_and_peak_memory_sees_allocations() -> None:
-    before = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
-    with fp32_math(tf32=False):
-        assert torch.backends.cudnn.conv.fp32_precision == "ieee"
-    assert (
-        torch.backends.cuda.matmul.fp32_precision,
-        torch.backends.cudnn.conv.fp32_precision,
-    ) == before
+def test_cuda_math_restores_tf32_state_and_peak_memory_sees_allocations() -> None:
+    def state() -> tuple:
+        b = torch.backends
+        return (b.cuda.matmul.fp32_precision, b.cudnn.conv.fp32_precision, b.cudnn.benchmark)
+
+    before = state()
+    with cuda_math(tf32=False):
+        assert state() == ("ieee", "ieee", True)
+    with cuda_math(tf32=True):
+        assert state() == ("tf32", "tf32", True)
+    assert state() == before
     with PeakMemory(torch.device("cpu")) as mem:
         big = torch.ones(64, 2**18)  # 64 MB of float32, touched
         time.sleep(0.1)  # let the sampling thread see it
@@ -250,3 +253,33 @@ def test_cpu_clock_is_refused_for_gpu_runs(
     with pytest.raises(SystemExit) as exc:
         main(["--device", "cuda", "--clock", "cpu"])
     assert exc.value.code == 2 and "GPU runs need --clock wall" in capsys.readouterr().err
+
+
+def test_a_failing_model_gets_one_error_and_keeps_earlier_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inceptionnext_pl.bench import suites
+
+    class Broken(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    real = suites.build_model
+    monkeypatch.setattr(
+        suites,
+        "build_model",
+        lambda name, *a, **k: Broken() if name == "convnext_atto" else real(name, *a, **k),
+    )
+    argv = ["--models", "inceptionnext_atto", "convnext_atto", "--img-size", "32"]
+    argv += ["--batch-size", "2", "--warmup", "0", "--iters", "1", "--threads", "1"]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--memory-format", "channels-first", "--out", str(tmp_path)])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "convnext_atto failed while counting MACs at --img-size 32" in err
+    assert "mat1 and mat2" in err
+    assert [r["model"] for r in _rows(tmp_path / "models-cpu-fp32.csv")] == ["inceptionnext_atto"]

@@ -310,8 +310,10 @@ def _meta(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         "each row's fastest round",
         "rounds": args.rounds,
         "clock": args.clock,
-        "train_step": "forward, cross-entropy, backward, AdamW step (GradScaler for fp16)",
+        "train_step": "forward, cross-entropy, backward, torch AdamW step (GradScaler for fp16); "
+        "random inputs and labels, weights not pretrained",
         "infer_step": "forward under torch.inference_mode",
+        "cudnn_benchmark": device.type == "cuda",
         "baseline": args.baseline,
         "memory_kind": memory_kind(device),
         "command": "inceptionnext-bench " + " ".join(sys.argv[1:]),

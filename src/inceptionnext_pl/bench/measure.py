@@ -26,20 +26,25 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
 
 
 @contextlib.contextmanager
-def fp32_math(tf32: bool) -> Iterator[None]:
-    """Let (or forbid) CUDA run fp32 matmuls and convolutions in TF32; restores the old state.
+def cuda_math(tf32: bool) -> Iterator[None]:
+    """Let (or forbid) CUDA run fp32 matmuls and convolutions in TF32, and let cuDNN pick the
+    fastest convolution algorithm per shape (as timm's benchmark does); restores the old state.
 
     TF32 is what the paper's A100 numbers use; plain fp32 must switch it off explicitly because
     cuDNN convolutions default to TF32.
     """
     mode = "tf32" if tf32 else "ieee"
-    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
-    old = (matmul.fp32_precision, conv.fp32_precision)
-    matmul.fp32_precision, conv.fp32_precision = mode, mode
+    matmul, conv, cudnn = (
+        torch.backends.cuda.matmul,
+        torch.backends.cudnn.conv,
+        torch.backends.cudnn,
+    )
+    old = (matmul.fp32_precision, conv.fp32_precision, cudnn.benchmark)
+    matmul.fp32_precision, conv.fp32_precision, cudnn.benchmark = mode, mode, True
     try:
         yield
     finally:
-        matmul.fp32_precision, conv.fp32_precision = old
+        matmul.fp32_precision, conv.fp32_precision, cudnn.benchmark = old
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

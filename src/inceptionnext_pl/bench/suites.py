@@ -18,7 +18,7 @@ from .measure import (
     MEMORY_FORMATS,
     PeakMemory,
     autocast,
-    fp32_math,
+    cuda_math,
     free_memory,
     median_step_time,
     with_oom_backoff,
@@ -122,6 +122,8 @@ def _train_step_factory(net: nn.Module, settings: Settings, fmt: str) -> Callabl
         opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
         scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
 
+        net.zero_grad(set_to_none=True)  # gradients a failed (out-of-memory) attempt left behind
+
         def step() -> None:
             opt.zero_grad(set_to_none=True)
             with autocast(device, settings.precision):
@@ -153,22 +155,32 @@ def _infer_step_factory(net: nn.Module, settings: Settings, fmt: str) -> Callabl
 def bench_model(name: str, settings: Settings, log: Log = print) -> dict[str, Any]:
     """Params, MACs, and training / inference throughput of one network (the better layout of each)."""
     model = build_model(name, settings.img_size, settings.num_classes)
-    params_m, macs_g = count(model, settings.img_size)
-    model.to(settings.device)
     train: dict[str, Measured] = {}
     infer: dict[str, Measured] = {}
-    with fp32_math(tf32=settings.precision != "fp32"):
-        for fmt in settings.memory_formats:
-            model.to(memory_format=MEMORY_FORMATS[fmt])
-            net = _maybe_compile(model, settings)
-            model.train()
-            train[fmt] = _measure(_train_step_factory(net, settings, fmt), settings, fmt, log)
-            model.zero_grad(set_to_none=True)  # drop gradients before measuring inference memory
-            free_memory(settings.device)
-            model.eval()
-            infer[fmt] = _measure(_infer_step_factory(net, settings, fmt), settings, fmt, log)
-            del net
-            free_memory(settings.device)
+    phase = "counting MACs"
+    try:
+        params_m, macs_g = count(model, settings.img_size)
+        model.to(settings.device)
+        with cuda_math(tf32=settings.precision != "fp32"):
+            for fmt in settings.memory_formats:
+                model.to(memory_format=MEMORY_FORMATS[fmt])
+                net = _maybe_compile(model, settings)
+                phase = f"timing training ({fmt})"
+                model.train()
+                train[fmt] = _measure(_train_step_factory(net, settings, fmt), settings, fmt, log)
+                model.zero_grad(set_to_none=True)  # drop gradients before inference's memory
+                free_memory(settings.device)
+                phase = f"timing inference ({fmt})"
+                model.eval()
+                infer[fmt] = _measure(_infer_step_factory(net, settings, fmt), settings, fmt, log)
+                del net
+                free_memory(settings.device)
+    except (RuntimeError, AssertionError, ValueError, TypeError) as exc:
+        # one line naming the model and the phase; the rows measured before stay on disk
+        raise BenchError(
+            f"{name} failed while {phase} at --img-size {settings.img_size} "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
     del model
     free_memory(settings.device)
     bt, bi = _best(train), _best(infer)
@@ -284,7 +296,7 @@ def bench_mixers(
 ) -> list[dict[str, Any]]:
     """Forward and forward+backward throughput of each token mixer at each stage of InceptionNeXt-T."""
     rows = []
-    with fp32_math(tf32=settings.precision != "fp32"):
+    with cuda_math(tf32=settings.precision != "fp32"):
         for stage, dim, res in mixer_stages(settings.img_size):
             for name in ops:
                 op = MIXERS[name](dim)
