@@ -181,7 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
         "round; use 2-3 on a shared or noisy machine (default: 1)",
     )
     p.add_argument(
-        "--out", type=Path, default=Path("bench-results"), help="folder for CSV, JSON and PNG"
+        "--out",
+        type=Path,
+        default=Path("bench-results"),
+        help="folder for CSV, JSON and PNG (default: bench-results)",
     )
     p.add_argument(
         "--name",
