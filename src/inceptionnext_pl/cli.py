@@ -53,7 +53,21 @@ def _expand_one(path: str, seen: tuple[Path, ...] = ()) -> list[str]:
     return _expand_one(str(base), (*seen, p.resolve())) + ["--config", yaml.safe_dump(cfg)]
 
 
+def _config_paths(args: Sequence[str]) -> list[str]:
+    paths = [b for a, b in zip(args, args[1:]) if a in ("--config", "-c")]
+    return paths + [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+
+
 class ImageCLI(LightningCLI):
+    config_names: tuple[str, ...] = ()
+
+    def before_instantiate_classes(self) -> None:
+        # Each config logs to its own run directory unless it names one: runs/<config name>.
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        if cfg.trainer.default_root_dir is None:
+            name = self.config_names[-1] if self.config_names else cfg.model.model_name
+            cfg.trainer.default_root_dir = str(Path("runs") / name)
+
     def add_arguments_to_parser(self, parser) -> None:
         # Eval crop_pct / image size come from the model's pretrained config.
         parser.link_arguments("model.model_name", "data.model_name")
@@ -63,6 +77,7 @@ class ImageCLI(LightningCLI):
 
 def main(args: Sequence[str] | None = None) -> ImageCLI:
     argv = list(sys.argv[1:] if args is None else args)
+    ImageCLI.config_names = tuple(Path(p).stem for p in _config_paths(argv))
     return ImageCLI(
         ImageClassifier,
         ImageDataModule,

@@ -95,6 +95,7 @@ class ImageClassifier(L.LightningModule):
         self.save_hyperparameters()
         self.model: nn.Module | None = None
         self.model_ema: ModelEmaV3 | None = None
+        self._weights_ready = False  # pretrained or checkpoint weights are in place
         self.train_loss = SoftTargetCrossEntropy()
         if num_classes is not None:
             self._build(num_classes)
@@ -131,23 +132,20 @@ class ImageClassifier(L.LightningModule):
                     "num_classes is not set and the datamodule does not give one: set model.num_classes"
                 )
             self.hparams.num_classes = data_classes
-        elif data_classes is not None and data_classes != self.hparams.num_classes:
-            raise ValueError(
-                f"The model head has num_classes={self.hparams.num_classes} but the dataset has {data_classes} "
-                f"classes. Remove model.num_classes to take it from the data, or pick the matching dataset."
-            )
+        elif data_classes is not None:
+            dm.check_num_classes(self.hparams.num_classes)
         if self.model is None:
             self._build(self.hparams.num_classes)
-            resuming = getattr(self.trainer, "ckpt_path", None)
-            if self.hparams.pretrained and not resuming:
-                from .zoo import load_pretrained
+        # Zoo weights only for a fresh start: a resumed run or a loaded checkpoint has its own.
+        resuming = getattr(self.trainer, "ckpt_path", None)
+        if self.hparams.pretrained and not resuming and not self._weights_ready:
+            from .zoo import load_pretrained
 
-                report = load_pretrained(self.model, self.hparams.pretrained)
-                rank_zero_info(
-                    f"Loaded pretrained weights from {self.hparams.pretrained}: {report}"
-                )
-                if self.model_ema is not None:
-                    self.model_ema.set(self.model)
+            report = load_pretrained(self.model, self.hparams.pretrained)
+            rank_zero_info(f"Loaded pretrained weights from {self.hparams.pretrained}: {report}")
+            if self.model_ema is not None:
+                self.model_ema.set(self.model)
+            self._weights_ready = True
         if self.hparams.compile and stage == "fit":
             self.model.compile()
 
@@ -209,7 +207,7 @@ class ImageClassifier(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         dm = getattr(self.trainer, "datamodule", None)
-        batch_size = getattr(dm, "batch_size", None)
+        batch_size = getattr(dm, "batch_size", None) or getattr(dm, "hparams", {}).get("batch_size")
         if batch_size is None:
             raise ValueError("The datamodule must expose batch_size for the LR scaling rule")
         lr = scaled_lr(
@@ -325,23 +323,33 @@ class ImageClassifier(L.LightningModule):
     # ------------------------------------------------------------- checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # RNG states make a resumed run continue exactly where an uninterrupted one would.
+        # Tensors and ints only, so that Lightning's weights_only loading accepts them.
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
         checkpoint["rng_states"] = {
             "torch": torch.get_rng_state(),
-            "numpy": np.random.get_state(),
+            "numpy": [
+                kind,
+                torch.from_numpy(keys.astype(np.int64)),
+                int(pos),
+                int(has_gauss),
+                float(gauss),
+            ],
             "python": random.getstate(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.model is None:
             self._build(checkpoint["hyper_parameters"]["num_classes"])
+        self._weights_ready = True
         states = checkpoint.get("rng_states")
         if (
             states
             and getattr(self, "_trainer", None) is not None
             and self.trainer.state.fn == "fit"
         ):
+            kind, keys, pos, has_gauss, gauss = states["numpy"]
             torch.set_rng_state(states["torch"])
-            np.random.set_state(states["numpy"])
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
             random.setstate(states["python"])
 
 

@@ -1,0 +1,325 @@
+"""ImageClassifier and the `lightning` command: every config, precision, resume, DDP, bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from inceptionnext_pl.cli import expand_bases, main
+from inceptionnext_pl.data import ImageDataModule
+from inceptionnext_pl.module import ImageClassifier, scaled_lr
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs").rglob("*.yaml"))
+
+# What turns any config into a few CPU steps on the digits set.
+SMOKE = [
+    "--trainer.accelerator=cpu",
+    "--trainer.devices=1",
+    "--trainer.num_nodes=1",
+    "--trainer.strategy=auto",
+    "--trainer.precision=32-true",
+    "--trainer.fast_dev_run=1",
+    "--trainer.enable_progress_bar=false",
+    "--data.dataset=digits",
+    "--data.image_size=32",
+    "--data.batch_size=4",
+    "--data.num_workers=0",
+    "--data.max_train_samples=16",
+    "--data.max_val_samples=8",
+]
+
+
+def run_cli(args: list[str], tmp_path: Path):
+    return main([args[0], *args[1:], f"--trainer.default_root_dir={tmp_path}"])
+
+
+def small_dm(**kwargs) -> ImageDataModule:
+    defaults = dict(
+        dataset="digits",
+        image_size=32,
+        batch_size=16,
+        num_workers=0,
+        auto_augment=None,
+        color_jitter=None,
+        reprob=0.0,
+        mixup=0.0,
+        cutmix=0.0,
+        hflip=0.0,
+        max_train_samples=128,
+        max_val_samples=64,
+    )
+    return ImageDataModule(**(defaults | kwargs))
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_every_config_runs_a_step(config, tmp_path):
+    extra = []
+    if config.endswith("base_384_finetune.yaml"):
+        # Its pretrained zoo weights need the network; the rest of the config is exercised.
+        extra = ["--model.pretrained=null"]
+    if "swin" in config:
+        extra = ["--model.model_kwargs={img_size: 32}"]  # Swin's window grid is fixed at build time
+    cli = run_cli(["fit", "--config", config, *SMOKE, *extra], tmp_path)
+    assert cli.trainer.state.finished
+    model = cli.model
+    assert model.hparams.num_classes == 10
+    assert model.model.get_classifier().out_features == 10
+    assert torch.isfinite(torch.stack([p.sum() for p in model.model.parameters()])).all()
+
+
+def test_paper_recipe_reaches_the_components(tmp_path):
+    cli = main(
+        [
+            "fit",
+            "--config",
+            "configs/tiny.yaml",
+            *SMOKE[:-2],
+            "--data.batch_size=8",
+            "--print_config",
+        ][:0]
+        or [
+            "fit",
+            "--config",
+            "configs/tiny.yaml",
+            *SMOKE,
+            "--data.batch_size=8",
+            "--trainer.fast_dev_run=2",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    model, dm, trainer = cli.model, cli.datamodule, cli.trainer
+    assert model.hparams.drop_path_rate == 0.1 and model.hparams.model_kwargs == {
+        "ls_init_value": 1e-6
+    }
+    assert model.model.stages[3].blocks[-1].drop_path.drop_prob == pytest.approx(0.1)
+    assert (
+        dm.mixup_active
+        and dm.hparams.auto_augment == "rand-m9-mstd0.5-inc1"
+        and dm.hparams.reprob == 0.25
+    )
+    assert model.hparams.label_smoothing == 0.1  # linked from data
+    assert dm.hparams.model_name == "inceptionnext_tiny"  # linked from model
+    opt = trainer.optimizers[0]
+    # 4e-3 at 4096: here 1e-3 * 8 * 1 device * 4 accumulation / 1024.
+    assert model.effective_lr == pytest.approx(1e-3 * 8 * 4 / 1024)
+    no_decay = [g for g in opt.param_groups if g["weight_decay"] == 0.0]
+    decay = [g for g in opt.param_groups if g["weight_decay"] == 0.05]
+    nd_ids = {id(p) for g in no_decay for p in g["params"]}
+    assert id(model.model.stages[0].blocks[0].gamma) in nd_ids
+    assert id(model.model.stem[1].weight) in nd_ids and id(model.model.stem[0].bias) in nd_ids
+    assert id(model.model.stem[0].weight) in {id(p) for g in decay for p in g["params"]}
+    assert type(opt).__name__ == "AdamW"
+
+
+def test_scaled_lr_rule():
+    assert scaled_lr(1e-3, 128, 8, 4) == pytest.approx(4e-3)
+    assert scaled_lr(1e-3, 128, 4 * 2, 4) == scaled_lr(1e-3, 256, 4, 4)
+
+
+def test_config_bases_compose():
+    args = expand_bases(["fit", "--config", "configs/ablations/band_kernel_7.yaml"])
+    assert args[:3] == ["fit", "--config", str((ROOT / "configs/tiny.yaml").resolve())] or args[
+        2
+    ].endswith("tiny.yaml")
+    assert "band_kernel_size: 7" in args[-1] and "__base__" not in args[-1]
+
+
+def test_print_config_validate_test_predict(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", "configs/demo.yaml", "--print_config"])
+    assert e.value.code == 0
+    printed = capsys.readouterr().out
+    assert "model_name: inceptionnext_atto" in printed and "dataset: digits" in printed
+    base = ["--config", "configs/demo.yaml", *SMOKE[:-1], "--trainer.callbacks=[]"]
+    for sub in ("validate", "test", "predict"):
+        cli = run_cli([sub, *base], tmp_path)
+        assert cli.trainer.state.finished
+    out = capsys.readouterr().out
+    assert "val/acc1" in out and "test/acc1" in out
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--model.bogus_key=1"], "bogus_key"),
+        (["--model.base_lr=-1"], "base_lr"),
+        (["--data.batch_size=zero"], "batch_size"),
+        (["--model.model_name=inceptionnext_tinny"], "inceptionnext_tiny"),
+        (["--model.num_classes=7"], "7"),
+    ],
+)
+def test_bad_config_values_name_the_key(args, match, tmp_path, capsys):
+    with pytest.raises((SystemExit, ValueError)) as e:
+        run_cli(["fit", "--config", "configs/demo.yaml", *SMOKE, *args], tmp_path)
+    text = str(e.value) + capsys.readouterr().err
+    assert match in text
+
+
+def test_num_classes_mismatch_gives_both_numbers(tmp_path):
+    trainer = L.Trainer(accelerator="cpu", fast_dev_run=1, logger=False, enable_progress_bar=False)
+    with pytest.raises(ValueError, match=r"7 classes.*10 classes"):
+        trainer.fit(ImageClassifier("inceptionnext_atto", num_classes=7), datamodule=small_dm())
+
+
+def _fit(tmp_path: Path, max_epochs: int, ckpt_path=None, callbacks=(), **trainer_kwargs):
+    L.seed_everything(0, workers=True)
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=max_epochs,
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[ckpt, *callbacks],
+        default_root_dir=tmp_path,
+        deterministic=True,
+        **trainer_kwargs,
+    )
+    model = ImageClassifier("inceptionnext_atto", base_lr=2e-3, warmup_epochs=1, drop_path_rate=0.1)
+    dm = small_dm()
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    return trainer, model
+
+
+class _Killed(Exception):
+    pass
+
+
+class _KillAtEpoch(L.Callback):
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise _Killed
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    t_full, m_full = _fit(tmp_path / "full", 2)
+    with pytest.raises(_Killed):
+        _fit(tmp_path / "cut", 2, callbacks=[_KillAtEpoch(1)])
+    last = tmp_path / "cut" / "ckpt" / "last.ckpt"
+    assert last.is_file() and not list((tmp_path / "cut" / "ckpt").glob("*.tmp*"))
+    t_res, m_res = _fit(tmp_path / "cut", 2, ckpt_path=str(last))
+    for (k, a), b in zip(m_full.state_dict().items(), m_res.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert t_full.callback_metrics["val/acc1"] == t_res.callback_metrics["val/acc1"]
+    # The checkpoint reloads on its own, with the class count the data gave.
+    reloaded = ImageClassifier.load_from_checkpoint(last)
+    assert reloaded.hparams.num_classes == 10
+
+
+def test_bf16_mixed_and_ema_side_by_side(tmp_path):
+    L.seed_everything(0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        precision="bf16-mixed",
+        max_epochs=1,
+        limit_train_batches=3,
+        limit_val_batches=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+    )
+    model = ImageClassifier("inceptionnext_atto", ema_decay=0.9, warmup_epochs=0)
+    trainer.fit(model, datamodule=small_dm())
+    metrics = trainer.callback_metrics
+    assert {"val/acc1", "val_ema/acc1", "train/loss_epoch"} <= set(metrics)
+    assert torch.isfinite(metrics["train/loss_epoch"])
+    # The EMA copy moved towards the trained weights but is not them, and it was never optimized.
+    w, e = model.model.stem[0].weight, model.model_ema.module.stem[0].weight
+    assert not torch.equal(w, e) and not e.requires_grad
+    assert all(
+        id(p) not in {id(q) for q in model.model_ema.parameters()}
+        for g in trainer.optimizers[0].param_groups
+        for p in g["params"]
+    )
+
+
+def test_freeze_backbone_then_layer_decay(tmp_path):
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+    )
+    model = ImageClassifier(
+        "inceptionnext_atto", freeze_backbone_epochs=1, layer_decay=0.8, warmup_epochs=0
+    )
+
+    class Snap(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            snaps.append(
+                (
+                    pl_module.model.stem[0].weight.detach().clone(),
+                    pl_module.model.head.fc2.weight.detach().clone(),
+                )
+            )
+
+    snaps = []
+    start = None
+
+    class First(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            nonlocal start
+            start = (
+                pl_module.model.stem[0].weight.detach().clone(),
+                pl_module.model.head.fc2.weight.detach().clone(),
+            )
+
+    trainer.callbacks.extend([First(), Snap()])
+    trainer.fit(model, datamodule=small_dm())
+    assert torch.equal(snaps[0][0], start[0])  # backbone frozen in epoch 0
+    assert not torch.equal(snaps[0][1], start[1])  # the head trained
+    assert not torch.equal(snaps[1][0], snaps[0][0])  # backbone trains from epoch 1
+    scales = {g["lr_scale"] for g in trainer.optimizers[0].param_groups}
+    assert len(scales) > 2 and max(scales) == pytest.approx(1.0)
+
+
+@pytest.mark.timeout(600)
+def test_demo_reaches_its_accuracy(tmp_path):
+    """The README's quickstart: configs/demo.yaml on 2 cores, >= 97% val/acc1, with its outputs."""
+    cli = run_cli(
+        ["fit", "--config", "configs/demo.yaml", "--trainer.enable_progress_bar=false"], tmp_path
+    )
+    best = cli.trainer.checkpoint_callback.best_model_score
+    assert best is not None and best >= 0.97, best
+    logdir = Path(cli.trainer.log_dir)
+    assert list(logdir.glob("events.out.tfevents.*"))
+    ckpts = {p.name for p in Path(cli.trainer.checkpoint_callback.dirpath).glob("*.ckpt")}
+    assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts)
+
+
+def test_ddp_two_processes_on_cpu(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    cmd = [
+        sys.executable,
+        "-m",
+        "inceptionnext_pl.cli",
+        "fit",
+        "--config",
+        "configs/demo.yaml",
+        "--trainer.strategy=ddp",
+        "--trainer.devices=2",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=3",
+        "--trainer.limit_val_batches=2",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.callbacks=[]",
+        "--data.image_size=32",
+        "--data.batch_size=8",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Effective LR" in proc.stdout + proc.stderr
+    assert "world 2" in proc.stdout + proc.stderr
