@@ -3,8 +3,10 @@ import os
 import pytest
 import torch
 
-# Small CPU machines: keep intra-op threads fixed so runs are repeatable and do not oversubscribe.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One intra-op thread: the tests use tiny tensors, and on a small shared machine (CI has 2 cores)
+# more threads than free cores make every op spin; subprocesses (DDP, notebook) inherit this too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -61,8 +61,8 @@ def small_dm(**kwargs) -> ImageDataModule:
 @pytest.mark.parametrize("config", CONFIGS)
 def test_every_config_runs_a_step(config, tmp_path):
     extra = []
-    if config.endswith("base_384_finetune.yaml"):
-        # Its pretrained zoo weights need the network; the rest of the config is exercised.
+    if "finetune" in config:
+        # Zoo weights need the network and the demo run is trained below: the rest is exercised here.
         extra = ["--model.pretrained=null"]
     if "swin" in config:
         extra = ["--model.model_kwargs={img_size: 32}"]  # Swin's window grid is fixed at build time
@@ -285,18 +285,61 @@ def test_freeze_backbone_then_layer_decay(tmp_path):
     assert len(scales) > 2 and max(scales) == pytest.approx(1.0)
 
 
-@pytest.mark.timeout(600)
-def test_demo_reaches_its_accuracy(tmp_path):
-    """The README's quickstart: configs/demo.yaml on 2 cores, >= 97% val/acc1, with its outputs."""
-    cli = run_cli(
-        ["fit", "--config", "configs/demo.yaml", "--trainer.enable_progress_bar=false"], tmp_path
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The README's quickstart, once: configs/demo.yaml as a user runs it."""
+    root = tmp_path_factory.mktemp("demo")
+    cli = main(
+        [
+            "fit",
+            "--config",
+            "configs/demo.yaml",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={root}",
+        ]
     )
+    return cli, root
+
+
+@pytest.mark.timeout(600)
+def test_demo_reaches_its_accuracy(demo_run):
+    """>= 97% val/acc1 on the digits set, with TensorBoard logs and last/best checkpoints."""
+    cli, _ = demo_run
     best = cli.trainer.checkpoint_callback.best_model_score
     assert best is not None and best >= 0.97, best
     logdir = Path(cli.trainer.log_dir)
     assert list(logdir.glob("events.out.tfevents.*"))
     ckpts = {p.name for p in Path(cli.trainer.checkpoint_callback.dirpath).glob("*.ckpt")}
     assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts)
+
+
+def test_finetune_demo_starts_from_the_checkpoint(demo_run, tmp_path):
+    cli, root = demo_run
+    source = ImageClassifier.load_from_checkpoint(next(root.rglob("last.ckpt"))).model
+
+    class FirstStep(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            for (k, a), b in zip(
+                source.state_dict().items(), pl_module.model.state_dict().values()
+            ):
+                assert torch.equal(a, b), k  # the whole network, head included: 10 classes both
+
+    ft = main(
+        [
+            "--config",
+            "configs/finetune_demo.yaml",
+            f"--model.pretrained={root}",
+            "--trainer.max_epochs=2",
+            "--trainer.enable_progress_bar=false",
+            "--data.max_train_samples=256",
+            f"--trainer.default_root_dir={tmp_path}",
+        ],
+        run=False,
+    )
+    ft.trainer.callbacks.append(FirstStep())
+    ft.trainer.fit(ft.model, datamodule=ft.datamodule)
+    assert ft.trainer.state.finished
+    assert ft.trainer.callback_metrics["val/acc1"] >= 0.9
 
 
 def test_ddp_two_processes_on_cpu(tmp_path):

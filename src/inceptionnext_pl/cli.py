@@ -75,7 +75,8 @@ class ImageCLI(LightningCLI):
         parser.link_arguments("data.label_smoothing", "model.label_smoothing")
 
 
-def main(args: Sequence[str] | None = None) -> ImageCLI:
+def main(args: Sequence[str] | None = None, run: bool = True) -> ImageCLI:
+    """Run the command; with ``run=False`` (no subcommand in ``args``) only build model, data, trainer."""
     argv = list(sys.argv[1:] if args is None else args)
     ImageCLI.config_names = tuple(Path(p).stem for p in _config_paths(argv))
     return ImageCLI(
@@ -84,6 +85,7 @@ def main(args: Sequence[str] | None = None) -> ImageCLI:
         save_config_kwargs={"overwrite": True},
         args=expand_bases(argv),
         auto_configure_optimizers=False,
+        run=run,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -141,8 +142,9 @@ class ImageClassifier(L.LightningModule):
         if self.hparams.pretrained and not resuming and not self._weights_ready:
             from .zoo import load_pretrained
 
-            report = load_pretrained(self.model, self.hparams.pretrained)
-            rank_zero_info(f"Loaded pretrained weights from {self.hparams.pretrained}: {report}")
+            source = resolve_run_dir(self.hparams.pretrained)
+            report = load_pretrained(self.model, source)
+            rank_zero_info(f"Loaded pretrained weights from {source}: {report}")
             if self.model_ema is not None:
                 self.model_ema.set(self.model)
             self._weights_ready = True
@@ -351,6 +353,20 @@ class ImageClassifier(L.LightningModule):
             torch.set_rng_state(states["torch"])
             np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
             random.setstate(states["python"])
+
+
+def resolve_run_dir(source: str) -> str:
+    """A run directory stands for the newest ``last.ckpt`` under it; anything else is returned as is."""
+    path = Path(source)
+    if not path.is_dir():
+        return source
+    found = sorted(path.rglob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(
+            f"pretrained={source!r} is a directory without a last.ckpt. Train it first "
+            f"(e.g. `lightning fit --config configs/demo.yaml`) or give a checkpoint file or zoo name."
+        )
+    return str(found[-1])
 
 
 def _check_range(
