@@ -49,19 +49,26 @@ def is_facebook_format(state_dict: dict[str, torch.Tensor]) -> bool:
     return any(k.startswith("downsample_layers.") for k in state_dict)
 
 
-def from_facebook(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """facebook ConvNeXt keys (Linear pointwise layers) -> MetaNeXt keys (1x1 convs)."""
+def _rename(
+    state_dict: dict[str, torch.Tensor], rules: list[tuple[str, str]], pointwise: str, ndim: int
+) -> dict[str, torch.Tensor]:
+    """Apply the first matching rule to each key; pointwise weights become ``ndim``-D."""
     out = {}
     for k, v in state_dict.items():
         new = k
-        for pat, rep in _FB_RULES:
+        for pat, rep in rules:
             new, n = re.subn(pat, rep, k)
             if n:
                 break
-        if re.search(r"mlp\.fc\d\.weight$", new) and v.ndim == 2:
-            v = v[:, :, None, None]
+        if re.search(pointwise, new) and v.ndim != ndim:
+            v = v[:, :, None, None] if ndim == 4 else v[:, :, 0, 0]
         out[new] = v
     return out
+
+
+def from_facebook(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """facebook ConvNeXt keys (Linear pointwise layers) -> MetaNeXt keys (1x1 convs)."""
+    return _rename(state_dict, _FB_RULES, r"mlp\.fc\d\.weight$", ndim=4)
 
 
 def to_facebook(state_dict: dict[str, torch.Tensor], partial: bool) -> dict[str, torch.Tensor]:
@@ -79,17 +86,7 @@ def to_facebook(state_dict: dict[str, torch.Tensor], partial: bool) -> dict[str,
         (r"^head\.norm\.", "norm."),
         (r"^head\.fc\.", "head."),
     ]
-    out = {}
-    for k, v in state_dict.items():
-        new = k
-        for pat, rep in rules:
-            new, n = re.subn(pat, rep, k)
-            if n:
-                break
-        if re.search(r"pwconv\d\.weight$", new) and v.ndim == 4:
-            v = v[:, :, 0, 0]
-        out[new] = v
-    return out
+    return _rename(state_dict, rules, r"pwconv\d\.weight$", ndim=2)
 
 
 def checkpoint_filter_fn(
