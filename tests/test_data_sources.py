@@ -15,8 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from inceptionnext_pl.data import DataError, ImageDataModule, decode_rgb, load_digits_dataset
-from inceptionnext_pl.data.image_datasets import EpochLoader
+from inceptionnext_pl.data import (
+    DataError,
+    ImageDataModule,
+    TrainLoader,
+    decode_rgb,
+    load_digits_dataset,
+)
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
 SIZE = 24
@@ -274,7 +279,7 @@ def test_streaming_epochs_reshuffle_with_persistent_workers(parquet_dir, tmp_pat
     )
     dm.setup("fit")
     loader = dm.train_dataloader()
-    assert isinstance(loader, EpochLoader) and loader.num_workers == 2 and loader.persistent_workers
+    assert isinstance(loader, TrainLoader) and loader.num_workers == 2 and loader.persistent_workers
 
     def epoch_paths() -> list[str]:
         return [y for _, ys in loader for y in ys.tolist()]

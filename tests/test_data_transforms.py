@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from timm.data.auto_augment import RandAugment
 from timm.data.random_erasing import RandomErasing
-from timm.data.transforms import RandomResizedCropAndInterpolation
+from timm.data.transforms import MaybePILToTensor, RandomResizedCropAndInterpolation
 from torchvision import transforms as T
 
 from inceptionnext_pl.data import IMAGENET_MEAN, IMAGENET_STD, ImageDataModule
@@ -32,7 +32,8 @@ def _by_type(compose, cls):
 
 def test_default_train_transform_is_the_papers_recipe():
     """Table 9: RRC + flip, RandAugment rand-m9-mstd0.5-inc1, bicubic, RE 0.25 pixel, IN mean/std."""
-    tf = _setup().train_dataset.transform
+    dm = _setup()
+    tf = dm.train_dataset.transform
     rrc = tf.transforms[0]
     assert isinstance(rrc, RandomResizedCropAndInterpolation)
     assert rrc.size == (32, 32) and rrc.scale == (0.08, 1.0)
@@ -52,12 +53,55 @@ def test_default_train_transform_is_the_papers_recipe():
     # timm leaves ColorJitter out while RandAugment is on (as in the official timm 0.6 runs)
     assert _by_type(tf, T.ColorJitter) is None
 
-    norm = _by_type(tf, T.Normalize)
-    assert tuple(norm.mean) == IMAGENET_MEAN and tuple(norm.std) == IMAGENET_STD
-    erase = tf.transforms[-1]
+    # the tail (normalise, random erasing) runs per batch: in the loader or on the device
+    assert isinstance(tf.transforms[-1], MaybePILToTensor)
+    fin = dm.finisher
+    assert fin.mean == IMAGENET_MEAN and fin.std == IMAGENET_STD
+    erase = fin.eraser("cpu")
     assert isinstance(erase, RandomErasing)
     assert erase.probability == 0.25 and erase.mode == "pixel" and erase.per_pixel  # timm: 'const'
     assert (erase.min_count, erase.max_count) == (1, 1)
+
+
+def test_split_pipeline_matches_timms_single_image_transform():
+    """finisher(per_image(img)) == timm's full create_transform output, draw for draw."""
+    import random
+
+    import numpy as np
+
+    from inceptionnext_pl.data import build_train_pipeline, build_train_transform
+
+    recipe = dict(
+        scale=(0.08, 1.0), ratio=(0.75, 4 / 3), hflip=0.5, vflip=0.0, auto_augment="rand-m9-mstd0.5-inc1",
+        color_jitter=0.4, interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        reprob=1.0, remode="pixel", recount=1,
+    )  # fmt: skip
+    full = build_train_transform(32, **recipe)
+    per_image, finisher = build_train_pipeline(32, **recipe)
+    img = Image.fromarray((np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8))
+    for seed in range(5):
+        random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
+        a = full(img)
+        random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
+        b = finisher(per_image(img))
+        assert a.dtype == b.dtype == torch.float32
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+        batch = finisher(torch.stack([per_image(img)] * 4))  # batch mode: erasing per sample
+        assert batch.shape == (4, 3, 32, 32)
+
+
+def test_randaugment_posterize_at_full_magnitude_does_not_crash():
+    """m9 + mstd0.5 reaches the cap 10, where PosterizeIncreasing keeps 0 bits (Pillow 13 raises)."""
+    import copy
+
+    ra = _by_type(_setup().train_dataset.transform, RandAugment)
+    op = copy.deepcopy([o for o in ra.ops if o.name == "PosterizeIncreasing"][0])
+    op.prob, op.magnitude, op.magnitude_std = 1.0, 10, 0.0
+    img = Image.fromarray((torch.rand(16, 16, 3) * 255).byte().numpy())
+    out = op(img)
+    assert out.mode == "RGB" and out.size == img.size and out.getextrema() == ((0, 0),) * 3
+    op.magnitude = 5  # 2 bits kept: a real posterize, not black
+    assert len(set(op(img).getdata())) > 1
 
 
 def test_every_recipe_value_is_configurable():
@@ -85,10 +129,10 @@ def test_every_recipe_value_is_configurable():
     assert _by_type(tf, T.RandomVerticalFlip).p == 0.3
     ra = _by_type(tf, RandAugment)
     assert ra.num_layers == 3 and {op.magnitude for op in ra.ops} == {7}
-    assert tuple(_by_type(tf, T.Normalize).mean) == (0.5, 0.5, 0.5)
-    erase = tf.transforms[-1]
+    erase = dm.finisher.eraser("cpu")
     assert erase.probability == 0.4 and erase.mode == "const" and erase.max_count == 2
     assert dm.mean == (0.5, 0.5, 0.5) and dm.std == (0.25, 0.25, 0.25)
+    assert dm.finisher.mean == (0.5, 0.5, 0.5) and dm.finisher.std == (0.25, 0.25, 0.25)
 
 
 def test_color_jitter_applies_without_randaugment_and_light_recipe_is_light():
@@ -123,7 +167,10 @@ def test_training_items_are_augmented_and_normalised():
     a, label_a = dm.train_dataset[5]
     b, label_b = dm.train_dataset[5]
     assert label_a == label_b and a.shape == (3, 32, 32) and not torch.equal(a, b)
-    x, y = next(iter(dm.train_dataloader()))
+    assert a.dtype == torch.float32  # item access applies the finisher
+    raw = dm.train_dataset.__getitems__([5, 6])  # what loader workers ship: uint8
+    assert raw[0][0].dtype == torch.uint8 and raw[0][0].shape == (3, 32, 32)
+    x, y = next(iter(dm.train_dataloader()))  # no Trainer: the loader finishes the batch
     assert x.dtype == torch.float32 and y.dtype == torch.int64
     # normalised with ImageNet statistics: black background maps to -mean/std
     assert x.min() < -1.5 and x.max() > 1.5
@@ -180,6 +227,7 @@ class _Probe(L.LightningModule):
 
     def training_step(self, batch, _):
         x, y = batch
+        assert x.dtype == torch.float32  # finished on the device after transfer
         self.train_targets.append((tuple(y.shape), y.dtype))
         return torch.sum(-y * torch.log_softmax(self(x), 1), 1).mean()
 
@@ -188,6 +236,17 @@ class _Probe(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_uint8_batches_are_finished_after_transfer():
+    dm = _setup(**NO_MIX, reprob=0.0)
+    x = torch.full((2, 3, 32, 32), 255, dtype=torch.uint8)
+    dm.trainer = SimpleNamespace(training=True)
+    out, _ = dm.on_after_batch_transfer((x, torch.tensor([0, 1])), 0)
+    expected = (1.0 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out[0, :, 0, 0], expected)
+    assert dm.train_dataloader().finisher is None  # under a Trainer the loader ships uint8
 
 
 def test_mixup_through_a_real_trainer():

@@ -8,19 +8,27 @@ transforms and Mixup/CutMix. See :class:`ImageDataModule` for the arguments.
 from .datamodule import IMAGENET_MEAN, IMAGENET_STD, ImageDataModule
 from .digits import load_digits_dataset
 from .errors import DataError
-from .image_datasets import EpochLoader, MapImageDataset, StreamImageDataset, stream_plan
+from .image_datasets import MapImageDataset, StreamImageDataset, TrainLoader, stream_plan
 from .sources import resolve_source
-from .transforms import build_eval_transform, build_train_transform, decode_rgb
+from .transforms import (
+    BatchFinisher,
+    build_eval_transform,
+    build_train_pipeline,
+    build_train_transform,
+    decode_rgb,
+)
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "BatchFinisher",
     "DataError",
-    "EpochLoader",
     "ImageDataModule",
     "MapImageDataset",
     "StreamImageDataset",
+    "TrainLoader",
     "build_eval_transform",
+    "build_train_pipeline",
     "build_train_transform",
     "decode_rgb",
     "load_digits_dataset",

@@ -10,9 +10,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from .errors import DataError
-from .image_datasets import EpochLoader, MapImageDataset, StreamImageDataset, stream_plan
+from .image_datasets import MapImageDataset, StreamImageDataset, TrainLoader, stream_plan
 from .sources import Source, label_info, open_split, prepare_image_column, resolve_source
-from .transforms import build_eval_transform, build_train_transform, resolve_eval_geometry
+from .transforms import (
+    BatchFinisher,
+    build_eval_transform,
+    build_train_pipeline,
+    resolve_eval_geometry,
+)
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageDataModule"]
 
@@ -156,6 +161,7 @@ class ImageDataModule(L.LightningDataModule):
         self.std = tuple(float(s) for s in std)
         self.mixup_active = bool(mixing)
         self.mixup_fn: Any = None
+        self.finisher: BatchFinisher | None = None
         self.num_classes: int | None = None
         self.class_names: list[str] | None = None
         self.train_dataset: MapImageDataset | StreamImageDataset | None = None
@@ -264,9 +270,9 @@ class ImageDataModule(L.LightningDataModule):
                 num_classes=self.num_classes,
             )
 
-    def _train_transform(self):
+    def _train_pipeline(self):
         hp = self.hparams
-        return build_train_transform(
+        return build_train_pipeline(
             self.image_size,
             scale=tuple(hp.scale),
             ratio=tuple(hp.ratio),
@@ -299,14 +305,18 @@ class ImageDataModule(L.LightningDataModule):
         hf = prepare_image_column(hf, hp.image_column, hp.label_column, name, split)
         self._set_labels(hf, name, split)
         limit = hp.max_train_samples if training else hp.max_val_samples
-        transform = self._train_transform() if training else eval_tf
+        transform, finisher = self._train_pipeline() if training else (eval_tf, None)
+        if training:
+            self.finisher = finisher
         common = dict(dataset=name, split=split, skip_corrupt=hp.skip_corrupt)
         if not hp.streaming:
             if limit is not None and limit < len(hf):
                 generator = torch.Generator().manual_seed(hp.seed)
                 keep = torch.randperm(len(hf), generator=generator)[:limit].sort().values
                 hf = hf.select(keep.tolist())
-            return MapImageDataset(hf, hp.image_column, hp.label_column, transform, **common)
+            return MapImageDataset(
+                hf, hp.image_column, hp.label_column, transform, finisher=finisher, **common
+            )
         return self._build_stream(hf, num_examples, limit, training, transform, rank, world, common)
 
     def _build_stream(self, hf, num_examples, limit, training, transform, rank, world, common):
@@ -396,12 +406,17 @@ class ImageDataModule(L.LightningDataModule):
             persistent_workers=bool(hp.persistent_workers and workers > 0),
             drop_last=train,
         )
-        if isinstance(ds, StreamImageDataset):
-            loader = EpochLoader(ds, **kwargs)
-            if train:
-                loader.epoch_fn = self._current_epoch
-            return loader
-        return DataLoader(ds, shuffle=train, **kwargs)
+        if not train:
+            return DataLoader(ds, **kwargs)
+        # Under a Trainer the uint8 batches are finished on the device (on_after_batch_transfer);
+        # iterated directly, the loader finishes them itself and yields float batches.
+        return TrainLoader(
+            ds,
+            shuffle=not isinstance(ds, StreamImageDataset),
+            finisher=None if self._trainer_or_none() is not None else self.finisher,
+            epoch_fn=self._current_epoch,
+            **kwargs,
+        )
 
     def _current_epoch(self) -> int | None:
         trainer = self._trainer_or_none()
@@ -420,9 +435,11 @@ class ImageDataModule(L.LightningDataModule):
         return self.test_dataloader()
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Mixup / CutMix on the device, training batches only."""
-        trainer = self._trainer_or_none()
-        if self.mixup_fn is None or trainer is None or not trainer.training:
-            return batch
+        """On the device: finish uint8 training batches, then Mixup / CutMix while training."""
         images, labels = batch
-        return self.mixup_fn(images, labels)
+        if images.dtype == torch.uint8 and self.finisher is not None:
+            images = self.finisher(images)
+        trainer = self._trainer_or_none()
+        if self.mixup_fn is not None and trainer is not None and trainer.training:
+            images, labels = self.mixup_fn(images, labels)
+        return images, labels

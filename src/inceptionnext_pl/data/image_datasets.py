@@ -12,7 +12,7 @@ Streaming (:class:`StreamImageDataset`)
     ``datasets.distributed.split_dataset_by_node`` before it gets here, and `datasets` divides each
     rank's shards among its loader workers. Pitfalls this class handles:
 
-    * **Epochs.** Lightning calls ``set_epoch`` only on samplers, so :class:`EpochLoader` calls
+    * **Epochs.** Lightning calls ``set_epoch`` only on samplers, so :class:`TrainLoader` calls
       ``dataset.set_epoch(trainer.current_epoch)`` itself before every pass. `datasets` keeps the
       epoch in shared memory, so this also reaches persistent workers.
     * **Equal steps on every rank.** DDP hangs if one rank runs out of batches first, and with
@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, get_worker_info
 from .errors import DataError
 from .transforms import decode_rgb
 
-__all__ = ["EpochLoader", "MapImageDataset", "StreamImageDataset", "StreamPlan", "stream_plan"]
+__all__ = ["MapImageDataset", "StreamImageDataset", "StreamPlan", "TrainLoader", "stream_plan"]
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,13 @@ class _CorruptPolicy:
 
 
 class MapImageDataset(torch.utils.data.Dataset):
-    """Index -> (float CHW tensor, int label), decoding the image in the calling worker."""
+    """Index -> (CHW tensor, int label), decoding the image in the calling worker.
+
+    With a ``finisher`` (training, see :class:`~.transforms.BatchFinisher`), ``transform`` ends in
+    a uint8 tensor: ``dataset[i]`` applies the finisher and returns the normalised float tensor,
+    while the batched ``__getitems__`` that DataLoader workers call returns the uint8 tensors and
+    leaves the finishing to the loader (or to the training device).
+    """
 
     def __init__(
         self,
@@ -118,11 +124,13 @@ class MapImageDataset(torch.utils.data.Dataset):
         dataset: str,
         split: str,
         skip_corrupt: bool = False,
+        finisher: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.hf = hf_dataset
         self.image_column = image_column
         self.label_column = label_column
         self.transform = transform
+        self.finisher = finisher
         self.corrupt = _CorruptPolicy(skip_corrupt, dataset, split, size=len(hf_dataset))
 
     def __len__(self) -> int:
@@ -162,10 +170,11 @@ class MapImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         row = self.hf[int(index)]
         sample = self._sample(int(index), row[self.image_column], row[self.label_column])
-        return sample if sample is not None else self._replacement(int(index))
+        image, label = sample if sample is not None else self._replacement(int(index))
+        return (self.finisher(image) if self.finisher is not None else image), label
 
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
-        # One Arrow take for the whole batch instead of one per item.
+        # One Arrow take for the whole batch instead of one per item; no finisher (see class doc).
         rows = self.hf[[int(i) for i in indices]]
         out = []
         for i, image, label in zip(indices, rows[self.image_column], rows[self.label_column]):
@@ -308,17 +317,32 @@ class StreamImageDataset(torch.utils.data.IterableDataset):
             )
 
 
-class EpochLoader(DataLoader):
-    """A DataLoader that calls ``dataset.set_epoch`` before each pass over an iterable dataset.
+class TrainLoader(DataLoader):
+    """The training DataLoader: finishes uint8 batches and sets the epoch of iterable datasets.
 
-    Lightning only calls ``set_epoch`` on samplers, and an ``IterableDataset`` has none, so
-    without this every epoch would replay the same shuffle. ``epoch_fn`` (set after construction)
-    returns the epoch to use, e.g. ``trainer.current_epoch``; when it is unset or returns None the
-    passes are counted instead.
+    * ``finisher``: applied to each batch's images in this (main) process, so that iterating the
+      loader yields float normalised batches. The data module passes None when a Trainer drives
+      it and finishes the batches on the device instead (``on_after_batch_transfer``).
+    * ``epoch_fn``: Lightning calls ``set_epoch`` only on samplers and an ``IterableDataset`` has
+      none, so this loader calls ``dataset.set_epoch(epoch_fn())`` before every pass; when
+      ``epoch_fn`` is None or returns None the passes are counted instead.
+
+    Both are constructor arguments so that Lightning can re-create the loader (it does to add a
+    DistributedSampler) without losing them.
     """
 
-    epoch_fn: Callable[[], int | None] | None = None
-    _passes = 0
+    def __init__(
+        self,
+        dataset: Any,
+        *args: Any,
+        finisher: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        epoch_fn: Callable[[], int | None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(dataset, *args, **kwargs)
+        self.finisher = finisher
+        self.epoch_fn = epoch_fn
+        self._passes = 0
 
     def __iter__(self):
         epoch = self.epoch_fn() if self.epoch_fn is not None else None
@@ -327,4 +351,7 @@ class EpochLoader(DataLoader):
         set_epoch = getattr(self.dataset, "set_epoch", None)
         if callable(set_epoch):
             set_epoch(int(epoch))
-        return super().__iter__()
+        batches = super().__iter__()
+        if self.finisher is None:
+            return batches
+        return ((self.finisher(images), labels) for images, labels in batches)

@@ -18,12 +18,15 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from PIL import Image
+import torch
+from PIL import Image, ImageOps
 
 __all__ = [
+    "BatchFinisher",
     "DEFAULT_CROP_PCT",
     "DEFAULT_IMAGE_SIZE",
     "build_eval_transform",
+    "build_train_pipeline",
     "build_train_transform",
     "decode_rgb",
     "resolve_eval_geometry",
@@ -99,7 +102,32 @@ def resolve_eval_geometry(
     )
 
 
-def build_train_transform(
+def _posterize(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
+    """timm's posterize op, also for 0 bits.
+
+    RandAugment's ``PosterizeIncreasing`` keeps ``4 - int(level / 10 * 4)`` bits, which is 0 when
+    the sampled magnitude hits its cap of 10 (m9 with mstd 0.5 does, ~2% of the draws). Pillow
+    >= 13 rejects 0 bits with a ValueError, which would stop ImageNet training within the first
+    epoch; older Pillow masked every bit, giving a black image, which is what this returns.
+    """
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def _patch_posterize(transform: Any) -> None:
+    """Point every timm auto-augment posterize op at :func:`_posterize` (see its doc)."""
+    from timm.data import auto_augment
+
+    for t in getattr(transform, "transforms", []):
+        for op in getattr(t, "ops", []):
+            if getattr(op, "aug_fn", None) is auto_augment.posterize:
+                op.aug_fn = _posterize
+
+
+def _train_kwargs(
     image_size: int,
     *,
     scale: tuple[float, float],
@@ -114,11 +142,8 @@ def build_train_transform(
     reprob: float,
     remode: str,
     recount: int,
-) -> Callable[[Image.Image], Any]:
-    """Training transform: RandomResizedCrop, flips, RandAugment, (jitter), tensor, norm, erasing."""
-    from timm.data import create_transform
-
-    return create_transform(
+) -> dict[str, Any]:
+    return dict(
         input_size=image_size,
         is_training=True,
         scale=tuple(scale),
@@ -133,6 +158,92 @@ def build_train_transform(
         re_prob=reprob,
         re_mode=remode,
         re_count=recount,
+    )
+
+
+def build_train_transform(image_size: int, **recipe: Any) -> Callable[[Image.Image], Any]:
+    """timm's full training transform for one image, PIL in, normalised float tensor out.
+
+    RandomResizedCrop, flips, RandAugment (or colour jitter), to tensor, normalize, random
+    erasing. ``recipe`` takes the keyword arguments of :func:`build_train_pipeline`.
+    """
+    from timm.data import create_transform
+
+    transform = create_transform(**_train_kwargs(image_size, **recipe))
+    _patch_posterize(transform)
+    return transform
+
+
+class BatchFinisher:
+    """The tail of timm's training transform, for a uint8 image or batch on any device.
+
+    ``uint8 (3, H, W)`` or ``(B, 3, H, W)`` -> float, normalised with ``mean`` / ``std``, then
+    timm's RandomErasing (per sample, as in the per-image transform). Splitting it off lets loader
+    workers ship uint8 tensors (4x less shared memory, which costs more than the maths) and lets
+    the training device do this arithmetic, as timm's own prefetcher does.
+    """
+
+    def __init__(
+        self,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        reprob: float,
+        remode: str,
+        recount: int,
+    ) -> None:
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.reprob, self.remode, self.recount = float(reprob), remode, int(recount)
+        self._erasers: dict[str, Any] = {}
+
+    def eraser(self, device: Any) -> Any:
+        """timm's RandomErasing for tensors on ``device`` (None when reprob is 0)."""
+        if self.reprob <= 0:
+            return None
+        key = str(device)
+        if key not in self._erasers:
+            from timm.data.random_erasing import RandomErasing
+
+            self._erasers[key] = RandomErasing(
+                self.reprob, mode=self.remode, max_count=self.recount, device=key
+            )
+        return self._erasers[key]
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        shape = (-1, 1, 1)
+        mean = torch.tensor(self.mean, device=images.device).mul_(255).view(shape)
+        std = torch.tensor(self.std, device=images.device).mul_(255).view(shape)
+        out = images.float().sub_(mean).div_(std)
+        eraser = self.eraser(images.device)
+        return eraser(out) if eraser is not None else out
+
+    def __repr__(self) -> str:
+        return (
+            f"BatchFinisher(mean={self.mean}, std={self.std}, reprob={self.reprob}, "
+            f"remode={self.remode!r}, recount={self.recount})"
+        )
+
+
+def build_train_pipeline(
+    image_size: int, **recipe: Any
+) -> tuple[Callable[[Image.Image], Any], BatchFinisher]:
+    """The training transform split where timm's prefetcher splits it.
+
+    Returns ``(per_image, finisher)``: ``per_image`` runs in the loader workers (RandomResizedCrop,
+    flips, RandAugment or colour jitter, then a uint8 CHW tensor); ``finisher`` normalises and
+    randomly erases a uint8 batch (see :class:`BatchFinisher`). ``finisher(per_image(img))`` has
+    the same distribution as :func:`build_train_transform`.
+
+    Keyword arguments: ``scale``, ``ratio``, ``hflip``, ``vflip``, ``auto_augment``,
+    ``color_jitter``, ``interpolation``, ``mean``, ``std``, ``reprob``, ``remode``, ``recount``.
+    """
+    from timm.data import create_transform
+
+    kwargs = _train_kwargs(image_size, **recipe)
+    per_image = create_transform(**kwargs, use_prefetcher=True)
+    _patch_posterize(per_image)
+    return per_image, BatchFinisher(
+        kwargs["mean"], kwargs["std"], recipe["reprob"], recipe["remode"], recipe["recount"]
     )
 
 
