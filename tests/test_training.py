@@ -366,3 +366,25 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Effective LR" in proc.stdout + proc.stderr
     assert "world 2" in proc.stdout + proc.stderr
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    """A write that dies half-way leaves the previous checkpoint intact and no partial file."""
+    from fsspec.implementations.local import LocalFileOpener
+
+    trainer = L.Trainer(accelerator="cpu", fast_dev_run=1, logger=False, enable_progress_bar=False)
+    trainer.fit(ImageClassifier("inceptionnext_atto", warmup_epochs=0), datamodule=small_dm())
+    path = tmp_path / "last.ckpt"
+    trainer.save_checkpoint(path)
+    before = path.read_bytes()
+
+    def dying_write(self, data):
+        LocalFileOpener.__dict__["_orig_write"](self, data[: len(data) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(LocalFileOpener, "_orig_write", LocalFileOpener.write, raising=False)
+    monkeypatch.setattr(LocalFileOpener, "write", dying_write)
+    with pytest.raises(OSError, match="disk full"):
+        trainer.save_checkpoint(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
