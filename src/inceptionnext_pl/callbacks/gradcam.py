@@ -13,10 +13,18 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_warn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
-from ..cam import CamError, compute_cam, denormalize, find_target_layer, resolve_method
+from ..cam import (
+    CamError,
+    compute_cam,
+    degenerate_message,
+    denormalize,
+    find_target_layer,
+    resolve_method,
+)
 from ..cam.figures import figure_to_array, labelled_grid, save_image
 
 MAX_IMAGES = 32  # keeps one call's cost bounded: at most this many images, `batch_size` at a time
@@ -89,6 +97,7 @@ class GradCAMCallback(Callback):
         self._labels: list[int] = []
         self._images: np.ndarray | None = None
         self._class_names: list[str] | None = None
+        self._warned = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage not in ("fit", "validate"):
@@ -153,6 +162,11 @@ class GradCAMCallback(Callback):
                 images=self._images,
                 image_weight=self.image_weight,
                 batch_size=self.batch_size,
+            )
+        if result.degenerate and not self._warned:
+            self._warned = True
+            rank_zero_warn(
+                f"GradCAMCallback: {degenerate_message(result.layer, self._inputs.shape[-1])}"
             )
         fig = labelled_grid(
             result.images,

@@ -167,6 +167,19 @@ class CamResult:
     targets: np.ndarray  # (B,) class each map explains
     method: str
     layer: str
+    grid: tuple[int, int]  # (h, w) of the hooked activation: 1x1 means constant, meaningless maps
+
+    @property
+    def degenerate(self) -> bool:
+        return self.grid == (1, 1)
+
+
+def degenerate_message(layer: str, size: int) -> str:
+    return (
+        f"the target layer {layer!r} has a 1x1 grid at {size}px input, so every map is constant. "
+        "Hook an earlier layer (target_layer / --target-layer, e.g. 'stages.1' or 'stages.2') or "
+        "use a larger input size."
+    )
 
 
 def _is_fp32(model: nn.Module) -> bool:
@@ -296,7 +309,7 @@ def compute_cam(
     if images.max(initial=0.0) > 1.0:
         images = images / 255.0
 
-    maps, logits = [], []
+    maps, logits, grid = [], [], (0, 0)
     device = next(base.parameters()).device
     with (
         isolated(base) as net,
@@ -317,6 +330,7 @@ def compute_cam(
             try:
                 maps.append(cam(input_tensor=x, targets=chunk))
                 logits.append(cam.outputs.detach().float().cpu())
+                grid = tuple(cam.activations_and_grads.activations[0].shape[-2:])
             finally:
                 cam.activations_and_grads.release()
                 cam.outputs = None
@@ -339,4 +353,5 @@ def compute_cam(
         targets=np.asarray(tgts if tgts is not None else preds),
         method=name,
         layer=layer.name,
+        grid=(int(grid[0]), int(grid[1])),
     )

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .core import compute_cam, denormalize
+from .core import CamError, compute_cam, degenerate_message, denormalize
 
 
 def stroke_mask(image: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -93,6 +93,8 @@ def stroke_energy(
             batch_size=batch_size,
         )
         method_name, layer = res.method, res.layer
+        if res.degenerate:
+            raise CamError(degenerate_message(res.layer, x.shape[-1]))
         for img, cam in zip(images, res.maps):
             mask = stroke_mask(img, threshold)
             total = float(cam.sum())

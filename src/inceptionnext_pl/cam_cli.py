@@ -1,0 +1,367 @@
+"""``inceptionnext-cam``: Grad-CAM overlays for image files, for one or several models.
+
+    inceptionnext-cam --ckpt run/last.ckpt --images a.png b.jpg --out cam/
+    inceptionnext-cam --model inceptionnext_tiny --weights inceptionnext_tiny \\
+                      --model resnet50 --weights resnet50 --images *.jpg --out cam/
+    inceptionnext-cam --meaning --ckpt run/last.ckpt       # stroke-energy check on digits
+
+Writes ``OUT/<model>/<image>_<method>.png`` for every image, model and method, and with several
+models (or methods) ``OUT/comparison.png``: one row per image, one column per model, like Figure 4
+of the paper.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .cam import METHODS, CamError, compute_cam, degenerate_message, resolve_method
+from .cam.figures import atomic_write_bytes, comparison_figure, save_figure, save_image
+
+
+@dataclass
+class LoadedModel:
+    """A network ready for CAM, with how to preprocess its inputs."""
+
+    label: str
+    model: nn.Module
+    data: dict[str, Any] = field(default_factory=dict)  # datamodule hparams of a Lightning run
+
+
+def _torch_load(path: Path) -> Any:
+    from .zoo.convert import load_file
+
+    if not path.is_file():
+        raise CamError(f"checkpoint {path} does not exist")
+    return load_file(path)  # weights_only, with the numpy RNG states training checkpoints hold
+
+
+def _is_lightning(obj: Any) -> bool:
+    return isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj
+
+
+def _load_weights(model: nn.Module, source: str) -> None:
+    from .zoo import load_pretrained
+
+    print(f"{source}: {load_pretrained(model, source)}", file=sys.stderr)
+
+
+def _classes_in(path: Path, name: str) -> int | None:
+    """The classifier width stored in a plain state dict for model ``name``, if it has one."""
+    from .models import create_model
+    from .zoo.convert import canonical, read_checkpoint
+
+    sd = canonical(read_checkpoint(path))
+    clf = create_model(name, num_classes=1).pretrained_cfg.get("classifier", "")
+    w = sd.get(f"{clf}.weight")
+    return int(w.shape[0]) if w is not None else None
+
+
+def load_lightning(path: Path, ckpt: dict[str, Any]) -> LoadedModel:
+    """The network of an ImageClassifier checkpoint, and the data settings it was trained with."""
+    from .module import ImageClassifier
+
+    hp = ckpt["hyper_parameters"]
+    if "model_name" not in hp:
+        raise CamError(
+            f"{path} is a Lightning checkpoint but not of ImageClassifier (no model_name)"
+        )
+    from .zoo.convert import _safe_globals
+
+    with torch.serialization.safe_globals(_safe_globals()):
+        module = ImageClassifier.load_from_checkpoint(path, map_location="cpu")
+    return LoadedModel(
+        hp["model_name"], module.model, dict(ckpt.get("datamodule_hyper_parameters") or {})
+    )
+
+
+def load_run(path: str | Path) -> LoadedModel:
+    """The network of an ImageClassifier checkpoint (``last.ckpt`` of a run), in eval mode."""
+    path = Path(path)
+    obj = _torch_load(path)
+    if not _is_lightning(obj):
+        raise CamError(f"{path} is not a Lightning checkpoint (no hyper_parameters / state_dict)")
+    run = load_lightning(path, obj)
+    run.model.eval()
+    return run
+
+
+def load_models(args: argparse.Namespace) -> list[LoadedModel]:
+    """Models from --ckpt (Lightning, or a state dict for the one --model) and --model/--weights."""
+    from .models import check_model_name, create_model
+
+    names, weights, ckpts = list(args.model or []), list(args.weights or []), list(args.ckpt or [])
+    if weights and len(weights) != len(names):
+        raise CamError(
+            f"{len(weights)} --weights for {len(names)} --model: give one --weights per --model "
+            "(use 'none' for random initialisation)"
+        )
+    for n in names:
+        check_model_name(n)
+    out: list[LoadedModel] = []
+    plain: list[Path] = []
+    for c in map(Path, ckpts):
+        obj = _torch_load(c)
+        if _is_lightning(obj):
+            out.append(load_lightning(c, obj))
+        else:
+            plain.append(c)
+    if plain:
+        if len(plain) > 1 or len(names) != 1 or weights:
+            raise CamError(
+                f"{', '.join(map(str, plain))}: a plain state dict needs its architecture: give "
+                "exactly one --model NAME with it, or use --model NAME --weights FILE per model"
+            )
+        n = args.num_classes or _classes_in(plain[0], names[0]) or 1000
+        model = create_model(names[0], num_classes=n)
+        _load_weights(model, str(plain[0]))
+        return out + [LoadedModel(names[0], model)]
+    for i, n in enumerate(names):
+        src = weights[i] if weights else None
+        num = args.num_classes
+        if src and src.lower() != "none" and Path(src).is_file() and num is None:
+            num = _classes_in(Path(src), n)
+        model = create_model(n, num_classes=num or 1000)
+        if src and src.lower() != "none":
+            _load_weights(model, src)
+        else:
+            warnings.warn(
+                f"{n} has no weights (random initialisation): its maps mean nothing. Fetch zoo "
+                f"weights with `inceptionnext-zoo download {n}` and pass `--weights {n}`, or pass "
+                "a checkpoint with --ckpt.",
+                stacklevel=2,
+            )
+        out.append(LoadedModel(n, model))
+    if not out:
+        raise CamError("no model: pass --ckpt PATH or --model NAME")
+    return out
+
+
+def eval_transform(lm: LoadedModel, img_size: int | None):
+    """timm's eval transform from the model's pretrained config, the run's data settings on top."""
+    from timm.data import create_transform, resolve_data_config
+
+    cfg = resolve_data_config({}, model=lm.model)
+    d = lm.data
+    size = img_size or d.get("image_size")
+    if size:
+        cfg["input_size"] = (3, int(size), int(size))
+    for key in ("crop_pct", "mean", "std", "interpolation"):
+        if d.get(key) is not None:
+            cfg[key] = tuple(d[key]) if key in ("mean", "std") else d[key]
+    return create_transform(**cfg, is_training=False), cfg
+
+
+def open_images(paths: Sequence[str]) -> list:
+    from PIL import Image, UnidentifiedImageError
+
+    images = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                images.append(im.convert("RGB"))
+        except FileNotFoundError:
+            raise CamError(f"image {p} does not exist") from None
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            raise CamError(f"cannot open image {p}: {e}") from None
+    return images
+
+
+def _unique_labels(models: list[LoadedModel]) -> list[str]:
+    seen: dict[str, int] = {}
+    labels = []
+    for m in models:
+        seen[m.label] = seen.get(m.label, 0) + 1
+        labels.append(m.label if seen[m.label] == 1 else f"{m.label}_{seen[m.label]}")
+    return labels
+
+
+def run_overlays(args: argparse.Namespace) -> dict[str, Any]:
+    methods = [resolve_method(m) for m in args.method]
+    pil = open_images(args.images)
+    stems = [Path(p).stem for p in args.images]
+    models = load_models(args)
+    labels = _unique_labels(models)
+    out = Path(args.out)
+    columns: dict[str, np.ndarray] = {}
+    first_images = None
+    summary: dict[str, Any] = {"images": list(args.images), "models": {}}
+    for lm, label in zip(models, labels):
+        tf, cfg = eval_transform(lm, args.img_size)
+        x = torch.stack([tf(im) for im in pil])
+        entry: dict[str, Any] = {"input_size": list(cfg["input_size"])}
+        for method in methods:
+            res = compute_cam(
+                lm.model,
+                x,
+                targets=args.target_class,
+                method=method,
+                target_layer=args.target_layer,
+                mean=cfg["mean"],
+                std=cfg["std"],
+            )
+            if res.degenerate:
+                warnings.warn(
+                    f"{label}: {degenerate_message(res.layer, x.shape[-1])}", stacklevel=2
+                )
+            for stem, ovl in zip(stems, res.overlays):
+                save_image(ovl, out / label / f"{stem}_{method}.png")
+            col = label if len(methods) == 1 else f"{label}\n{method}"
+            columns[col] = res.overlays
+            if first_images is None:
+                first_images = res.images
+            entry[method] = {
+                "layer": res.layer,
+                "predictions": res.predictions.tolist(),
+                "confidences": [round(float(c), 4) for c in res.confidences],
+                "targets": res.targets.tolist(),
+            }
+            for stem, p, c in zip(stems, res.predictions, res.confidences):
+                print(f"{label:>28s}  {method:<9s}  {stem:<24s}  predicted {p} ({c:.1%})")
+        summary["models"][label] = entry
+    if len(columns) > 1:
+        fig = comparison_figure(first_images, columns, row_labels=stems)
+        summary["comparison"] = str(save_figure(fig, out / "comparison.png"))
+        print(f"side-by-side figure: {summary['comparison']}")
+    atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
+    print(f"overlays in {out}/<model>/<image>_<method>.png")
+    return summary
+
+
+def run_meaning(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from .cam.meaning import stroke_energy
+    from .data import ImageDataModule
+
+    models = load_models(args)
+    reports = []
+    for lm in models:
+        d = lm.data
+        keys = ("dataset", "image_size", "crop_pct", "interpolation", "mean", "std")
+        kw = {k: d[k] for k in keys if d.get(k) is not None}
+        kw.setdefault("dataset", "digits")
+        if args.img_size:
+            kw["image_size"] = args.img_size
+        kw.setdefault("model_name", lm.label)
+        dm = ImageDataModule(
+            **kw, batch_size=64, num_workers=0, persistent_workers=False, pin_memory=False
+        )
+        dm.setup("validate")
+        for method in args.method:
+            rep = stroke_energy(
+                lm.model,
+                dm.val_dataset,
+                dm.mean,
+                dm.std,
+                method=method,
+                target_layer=args.target_layer,
+                limit=args.limit,
+            )
+            print(f"{lm.label} ({kw['dataset']}, {dm.image_size}px): {rep}")
+            reports.append({"model": lm.label, "image_size": dm.image_size, **rep.as_dict()})
+    if args.out:
+        atomic_write_bytes(Path(args.out) / "meaning.json", json.dumps(reports, indent=2).encode())
+    return reports
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="inceptionnext-cam",
+        description="Grad-CAM overlays of image files for one or several models "
+        "(several models also give a side-by-side figure, like the paper's Figure 4).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--ckpt",
+        action="append",
+        metavar="PATH",
+        help="Lightning checkpoint of ImageClassifier (repeatable), or a plain state "
+        "dict together with one --model",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME",
+        help="model name (repeatable), e.g. inceptionnext_tiny, resnet50",
+    )
+    p.add_argument(
+        "--weights",
+        action="append",
+        metavar="SOURCE",
+        help="weights for the --model at the same position: a zoo name, a file, "
+        "an https URL, hf-hub:ID, or 'none' (random)",
+    )
+    p.add_argument(
+        "--num-classes", type=int, help="head size of --model (default: from weights, else 1000)"
+    )
+    p.add_argument("--images", nargs="+", metavar="FILE", help="image files")
+    p.add_argument(
+        "--method",
+        nargs="+",
+        default=["gradcam"],
+        metavar="METHOD",
+        help=f"one or more of: {', '.join(METHODS)} (default gradcam)",
+    )
+    p.add_argument("--out", metavar="DIR", help="output folder")
+    p.add_argument(
+        "--target-class",
+        type=int,
+        metavar="N",
+        help="class to explain (default: each image's predicted class)",
+    )
+    p.add_argument(
+        "--img-size",
+        type=int,
+        metavar="PX",
+        help="input resolution (default: the run's, else the model's pretrained config)",
+    )
+    p.add_argument(
+        "--target-layer",
+        metavar="NAME",
+        help="dotted module name to hook, e.g. stages.2 (default: the family's last stage)",
+    )
+    p.add_argument(
+        "--meaning",
+        action="store_true",
+        help="instead of overlays: share of CAM mass on digit strokes over the "
+        "validation set of the run's data (digits by default)",
+    )
+    p.add_argument("--limit", type=int, metavar="N", help="--meaning: measure only N images")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .models import UnknownModelError
+    from .zoo.errors import ZooError
+
+    try:
+        for m in args.method:
+            resolve_method(m)
+        if args.meaning:
+            if not (args.ckpt or args.model):
+                raise CamError("--meaning needs --ckpt PATH (or --model NAME --weights SOURCE)")
+            run_meaning(args)
+            return 0
+        if not args.images or not args.out:
+            raise CamError("give --images FILE... and --out DIR (or --meaning)")
+        run_overlays(args)
+    except (CamError, UnknownModelError) as e:
+        parser.error(str(e))
+    except (ZooError, FileNotFoundError) as e:
+        parser.error(str(e))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
