@@ -149,3 +149,44 @@ def test_ddp_validation_reads_every_sample_once(ddp_results, mode):
     for epoch in ("0", "1"):
         a, b = ranks[0]["val"][epoch], ranks[1]["val"][epoch]
         assert sorted(a + b) == list(range(N_TRAIN, N_TRAIN + N_VAL))
+
+
+@pytest.mark.parametrize(
+    "num_shards, world, workers, n, batch, by_shards",
+    [
+        (4, 2, 2, 32, 4, True),  # the DDP run above: one shard per worker, nothing dropped
+        (294, 8, 8, 1_281_167, 128, False),  # ImageNet's 294 parquet files on 8 GPUs
+        (294, 2, 7, 1_281_167, 128, True),  # 147 shards per rank, 21 per worker
+        (3, 1, 2, 100, 8, True),  # uneven shards per worker
+    ],
+)
+def test_stream_plan_gives_every_rank_the_same_steps(
+    num_shards, world, workers, n, batch, by_shards
+):
+    from inceptionnext_pl.data import stream_plan
+
+    plan = stream_plan(
+        num_shards=num_shards,
+        world_size=world,
+        num_workers=workers,
+        num_examples=n,
+        batch_size=batch,
+        equalize=True,
+    )
+    per_rank = num_shards // world if by_shards else num_shards
+    assert sum(plan.shards_per_worker) == per_rank  # every shard of the rank has a reader
+    assert plan.num_workers == min(workers, per_rank)
+    assert all(q % batch == 0 for q in plan.quotas)  # whole batches: drop_last drops nothing
+    # the rank's quota is its share of the split, less under one batch per worker
+    share = n / world
+    assert share - batch * plan.num_workers <= plan.length <= share
+    assert plan.length > 0
+
+
+def test_stream_plan_without_known_size_has_no_quota():
+    from inceptionnext_pl.data import stream_plan
+
+    plan = stream_plan(
+        num_shards=1, world_size=1, num_workers=4, num_examples=None, batch_size=8, equalize=True
+    )
+    assert plan.quotas is None and plan.num_workers == 1  # one shard: extra workers would idle

@@ -326,3 +326,22 @@ def test_max_samples_takes_a_fixed_seeded_subset():
     assert len(a.train_dataset) == 50 and len(a.val_dataset) == 20
     assert a.val_dataset.hf["label"] == b.val_dataset.hf["label"]
     assert len(set(a.val_dataset.hf["label"])) > 3  # a random subset, not the first rows
+
+
+def test_lightning_can_recreate_the_train_loader():
+    """Lightning re-creates loaders to add a DistributedSampler; our options must survive."""
+    from lightning.fabric.utilities.data import _replace_dunder_methods
+    from lightning.pytorch.utilities.data import _update_dataloader
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    dm = ImageDataModule(dataset="digits", **LIGHT)
+    dm.setup("fit")
+    with _replace_dunder_methods(DataLoader, "dataset"):  # what Lightning wraps the hooks in
+        loader = dm.train_dataloader()
+    sampler = DistributedSampler(dm.train_dataset, num_replicas=2, rank=1, shuffle=True)
+    new = _update_dataloader(loader, sampler)
+    assert isinstance(new, TrainLoader) and new.sampler is sampler
+    assert new.finisher is dm.finisher and new.epoch_fn == dm._current_epoch
+    assert new.drop_last and new.batch_size == loader.batch_size
+    x, y = next(iter(new))
+    assert x.dtype == torch.float32 and len(x) == 2
