@@ -195,6 +195,7 @@ class BatchFinisher:
         self.std = tuple(float(s) for s in std)
         self.reprob, self.remode, self.recount = float(reprob), remode, int(recount)
         self._erasers: dict[str, Any] = {}
+        self._stat_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def eraser(self, device: Any) -> Any:
         """timm's RandomErasing for tensors on ``device`` (None when reprob is 0)."""
@@ -209,10 +210,20 @@ class BatchFinisher:
             )
         return self._erasers[key]
 
+    def _stats(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = str(device)
+        if key not in self._stat_cache:  # built once per device: no host-to-device copy per batch
+            mean = torch.tensor(self.mean, device=device).mul_(255).view(-1, 1, 1)
+            std = torch.tensor(self.std, device=device).mul_(255).view(-1, 1, 1)
+            self._stat_cache[key] = (mean, std)
+        return self._stat_cache[key]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Device caches stay behind when pickled (e.g. to spawned loader workers).
+        return {**self.__dict__, "_erasers": {}, "_stat_cache": {}}
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        shape = (-1, 1, 1)
-        mean = torch.tensor(self.mean, device=images.device).mul_(255).view(shape)
-        std = torch.tensor(self.std, device=images.device).mul_(255).view(shape)
+        mean, std = self._stats(images.device)
         out = images.float().sub_(mean).div_(std)
         eraser = self.eraser(images.device)
         return eraser(out) if eraser is not None else out
