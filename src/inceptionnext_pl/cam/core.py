@@ -316,6 +316,8 @@ def compute_cam(
         torch.inference_mode(False),
         torch.enable_grad(),
         torch.autocast(device.type, enabled=False),
+        # A compiled model (`model.compile()`) runs eagerly here: hooks would force recompiles.
+        torch.compiler.set_stance("force_eager"),
     ):
         hook_at = net.get_submodule(layer.name)
         for i in range(0, inputs.shape[0], batch_size):
