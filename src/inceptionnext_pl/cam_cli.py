@@ -28,6 +28,16 @@ from torch import nn
 from .cam import METHODS, CamError, compute_cam, degenerate_message, resolve_method
 from .cam.figures import atomic_write_bytes, comparison_figure, save_figure, save_image
 
+EXAMPLES = """examples:
+  inceptionnext-cam --ckpt runs/demo/lightning_logs/version_0/checkpoints/last.ckpt \\
+      --images a.png b.png --method gradcam++ eigencam --target-layer stages.1 --out cam/
+  inceptionnext-cam --model resnet50 --weights resnet50.a1_in1k \\
+      --model inceptionnext_tiny --weights inceptionnext_tiny --images *.jpg --out cam/
+  inceptionnext-cam --meaning --ckpt last.ckpt --target-layer stages.1 --method gradcam gradcam++
+
+--target-layer applies to every model given; without it each family uses its last stage.
+"""
+
 
 @dataclass
 class LoadedModel:
@@ -279,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Grad-CAM overlays of image files for one or several models "
         "(several models also give a side-by-side figure, like the paper's Figure 4).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
     )
     p.add_argument(
         "--ckpt",
