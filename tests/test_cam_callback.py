@@ -114,11 +114,17 @@ def test_callback_logs_and_leaves_training_unchanged(tmp_path, clean_run):
     assert (run_dir / "gradcam" / f"epoch_{trainer.current_epoch:03d}.png").is_file()
 
 
-def test_the_equality_check_would_catch_a_leak(tmp_path, clean_run):
+class _RandomDraw(Callback):
+    """A careless callback that draws from the global random generator (e.g. to pick images)."""
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        torch.rand(1)
+
+
+@pytest.mark.parametrize("leak", [_LeakyCAM, _RandomDraw], ids=["bn-stats", "rng"])
+def test_the_equality_check_would_catch_a_leak(tmp_path, clean_run, leak):
     """Same fit with a careless callback: weights differ, so the test above can fail."""
-    leaky, trainer = _fit(
-        tmp_path, [_LeakyCAM(), GradCAMCallback(num_images=2)], CSVLogger(tmp_path)
-    )
+    leaky, trainer = _fit(tmp_path, [leak(), GradCAMCallback(num_images=2)], CSVLogger(tmp_path))
     assert not _same_weights(leaky, clean_run)
     # PNGs still land in the run directory with a logger that takes no images
     assert (Path(trainer.log_dir) / "gradcam" / "epoch_001.png").is_file()
