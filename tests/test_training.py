@@ -311,6 +311,7 @@ def test_demo_reaches_its_accuracy(demo_run):
     assert list(logdir.glob("events.out.tfevents.*"))
     ckpts = {p.name for p in Path(cli.trainer.checkpoint_callback.dirpath).glob("*.ckpt")}
     assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts)
+    assert len(list((logdir / "gradcam").glob("epoch_*.png"))) == 4  # every 2nd of 8 epochs
 
 
 def test_finetune_demo_starts_from_the_checkpoint(demo_run, tmp_path):

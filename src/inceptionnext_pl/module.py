@@ -133,8 +133,13 @@ class ImageClassifier(L.LightningModule):
                     "num_classes is not set and the datamodule does not give one: set model.num_classes"
                 )
             self.hparams.num_classes = data_classes
-        elif data_classes is not None:
-            dm.check_num_classes(self.hparams.num_classes)
+        elif data_classes is not None and data_classes != self.hparams.num_classes:
+            if hasattr(dm, "check_num_classes"):
+                dm.check_num_classes(self.hparams.num_classes)  # names the dataset and the fix
+            raise ValueError(
+                f"The model head has {self.hparams.num_classes} classes but the data has {data_classes}. "
+                f"Fix: leave model.num_classes unset to take it from the data."
+            )
         if self.model is None:
             self._build(self.hparams.num_classes)
         # Zoo weights only for a fresh start: a resumed run or a loaded checkpoint has its own.
