@@ -11,7 +11,7 @@ import lightning as L
 import pytest
 import torch
 
-from inceptionnext_pl.cli import expand_bases, main
+from inceptionnext_pl.cli import build_cli, expand_bases
 from inceptionnext_pl.data import ImageDataModule
 from inceptionnext_pl.module import ImageClassifier, scaled_lr
 
@@ -37,7 +37,7 @@ SMOKE = [
 
 
 def run_cli(args: list[str], tmp_path: Path):
-    return main([args[0], *args[1:], f"--trainer.default_root_dir={tmp_path}"])
+    return build_cli([args[0], *args[1:], f"--trainer.default_root_dir={tmp_path}"])
 
 
 def small_dm(**kwargs) -> ImageDataModule:
@@ -75,7 +75,7 @@ def test_every_config_runs_a_step(config, tmp_path):
 
 
 def test_paper_recipe_reaches_the_components(tmp_path):
-    cli = main(
+    cli = build_cli(
         [
             "fit",
             "--config",
@@ -133,7 +133,7 @@ def test_config_bases_compose():
 
 def test_print_config_validate_test_predict(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        main(["fit", "--config", "configs/demo.yaml", "--print_config"])
+        build_cli(["fit", "--config", "configs/demo.yaml", "--print_config"])
     assert e.value.code == 0
     printed = capsys.readouterr().out
     assert "model_name: inceptionnext_atto" in printed and "dataset: digits" in printed
@@ -289,7 +289,7 @@ def test_freeze_backbone_then_layer_decay(tmp_path):
 def demo_run(tmp_path_factory):
     """The README's quickstart, once: configs/demo.yaml as a user runs it."""
     root = tmp_path_factory.mktemp("demo")
-    cli = main(
+    cli = build_cli(
         [
             "fit",
             "--config",
@@ -325,7 +325,7 @@ def test_finetune_demo_starts_from_the_checkpoint(demo_run, tmp_path):
             ):
                 assert torch.equal(a, b), k  # the whole network, head included: 10 classes both
 
-    ft = main(
+    ft = build_cli(
         [
             "--config",
             "configs/finetune_demo.yaml",
@@ -389,3 +389,24 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         trainer.save_checkpoint(path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_lightning_validate_command_on_the_demo_checkpoint(demo_run):
+    """The console script as a user types it: exit status 0 and val/acc1 printed."""
+    _, root = demo_run
+    last = next(root.rglob("last.ckpt"))
+    script = Path(sys.executable).parent / "lightning"
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    cmd = [
+        str(script),
+        "validate",
+        "--config",
+        "configs/demo.yaml",
+        f"--ckpt_path={last}",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={root}",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(ln for ln in proc.stdout.splitlines() if "val/acc1" in ln)
+    assert float(line.replace("│", " ").split()[-1]) >= 0.97

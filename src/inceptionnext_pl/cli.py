@@ -75,8 +75,9 @@ class ImageCLI(LightningCLI):
         parser.link_arguments("data.label_smoothing", "model.label_smoothing")
 
 
-def main(args: Sequence[str] | None = None, run: bool = True) -> ImageCLI:
-    """Run the command; with ``run=False`` (no subcommand in ``args``) only build model, data, trainer."""
+def build_cli(args: Sequence[str] | None = None, run: bool = True) -> ImageCLI:
+    """Run the command and return the CLI; with ``run=False`` (no subcommand in ``args``) only
+    model, data and trainer are built."""
     argv = list(sys.argv[1:] if args is None else args)
     ImageCLI.config_names = tuple(Path(p).stem for p in _config_paths(argv))
     return ImageCLI(
@@ -87,6 +88,11 @@ def main(args: Sequence[str] | None = None, run: bool = True) -> ImageCLI:
         auto_configure_optimizers=False,
         run=run,
     )
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Console entry point (``lightning``, ``inceptionnext-pl``)."""
+    build_cli(args)
 
 
 if __name__ == "__main__":

@@ -156,7 +156,10 @@ class ImageDataModule(L.LightningDataModule):
                 f"data.batch_size={batch_size} is odd, but timm's Mixup/CutMix pairs the samples of "
                 f"a batch. Fix: use an even batch size, or set data.mixup: 0 and data.cutmix: 0."
             )
-        self.save_hyperparameters()
+        # num_classes stays out of hparams: Lightning refuses a model and datamodule whose hparams
+        # share a key with different values, and the model's num_classes is the resolved count.
+        self.save_hyperparameters(ignore=["num_classes"])
+        self._label_classes = num_classes
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.mixup_active = bool(mixing)
@@ -380,7 +383,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def _set_labels(self, hf, name: str, split: str) -> None:
         num, names = label_info(
-            hf, self.hparams.label_column, self.hparams.num_classes, name, split
+            hf, self.hparams.label_column, self._label_classes, name, split
         )
         if self.class_names is None:
             self.num_classes, self.class_names = num, names
