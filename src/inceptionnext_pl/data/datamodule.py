@@ -382,9 +382,7 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def _set_labels(self, hf, name: str, split: str) -> None:
-        num, names = label_info(
-            hf, self.hparams.label_column, self._label_classes, name, split
-        )
+        num, names = label_info(hf, self.hparams.label_column, self._label_classes, name, split)
         if self.class_names is None:
             self.num_classes, self.class_names = num, names
         elif names != self.class_names:
