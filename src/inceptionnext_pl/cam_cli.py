@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from .cam import METHODS, CamError, compute_cam, degenerate_message, resolve_method
-from .cam.figures import atomic_write_bytes, comparison_figure, save_figure, save_image
+from .cam.figures import comparison_figure, save_figure, save_image
+from .files import atomic_write_bytes
 
 EXAMPLES = """examples:
   inceptionnext-cam --ckpt runs/demo/lightning_logs/version_0/checkpoints/last.ckpt \\

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .report import atomic_write, read_csv
+from ..files import atomic_write_bytes
+from .report import read_csv
 
 # ImageNet-1k top-1 (%) at 224^2 as the paper reports it, with a display name.
 # Table 4 unless noted; the ConvNeXt-T kernel/ratio rows are Table 1, the isotropic ones Table 5.
@@ -176,5 +177,5 @@ def plot_figure1(csv_paths: Sequence[Path], png_path: Path) -> list[str]:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
-    atomic_write(Path(png_path), buf.getvalue())
+    atomic_write_bytes(Path(png_path), buf.getvalue())
     return plotted

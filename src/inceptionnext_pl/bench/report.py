@@ -8,13 +8,14 @@ import json
 import math
 import os
 import platform
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
+
+from ..files import atomic_write_bytes
 
 # Columns copied onto every CSV row so that one CSV line carries its own context.
 CONTEXT_KEYS = (
@@ -102,20 +103,6 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, st
     return "\n".join(lines)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def csv_rows(rows: Sequence[dict[str, Any]], context: dict[str, Any]) -> list[dict[str, Any]]:
     """Flat rows for the CSV: nested fields dropped, the run's context appended."""
     flat = []
@@ -139,9 +126,9 @@ def write_results(
         writer.writeheader()
         writer.writerows(flat)
     csv_path, json_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.json"
-    atomic_write(csv_path, buf.getvalue().encode())
+    atomic_write_bytes(csv_path, buf.getvalue().encode())
     payload = {**meta, "results": list(rows)}
-    atomic_write(json_path, (json.dumps(payload, indent=2, default=str) + "\n").encode())
+    atomic_write_bytes(json_path, (json.dumps(payload, indent=2, default=str) + "\n").encode())
     return csv_path, json_path
 
 

@@ -31,8 +31,8 @@ from typing import Any, Literal
 import torch
 from timm.models import clean_state_dict
 
+from ..files import atomic_write_bytes
 from ..models.convnext_variants import from_facebook, is_facebook_format, to_facebook
-from .download import atomic_write_bytes
 from .errors import CheckpointFormatError
 
 StateDict = dict[str, torch.Tensor]

@@ -16,7 +16,6 @@ import http.client
 import json
 import os
 import re
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from ..files import atomic_write_bytes
 from .errors import ChecksumError, DownloadError, ZooError
 from .registry import Source, ZooEntry, get_entry
 
@@ -61,22 +61,6 @@ def sha256_file(path: str | os.PathLike) -> str:
                 h.update(block)
         _digests[key] = h.hexdigest()
     return _digests[key]
-
-
-def atomic_write_bytes(dst: Path, data: bytes) -> None:
-    """Write ``data`` to ``dst`` through a temp file in the same folder and ``os.replace``."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 class HashStore:

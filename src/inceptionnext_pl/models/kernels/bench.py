@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import tempfile
+import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ...files import atomic_write_bytes
 from ..token_mixers import InceptionDWConv2d, MixerCfg
 
 TINY_STAGES = ((96, 56), (192, 28), (384, 14), (768, 7))
@@ -92,18 +92,11 @@ def run(batch: int, dtypes: Sequence[str], stages: Sequence[int]) -> list[dict]:
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    """Atomic write: a temp file in the same folder, renamed over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode())
 
 
 def main(argv: Sequence[str] | None = None) -> None:
