@@ -192,10 +192,12 @@ def test_auto_and_off_stay_on_reference_on_cpu(interpret: None) -> None:
 
 def test_auto_selects_kernel_for_channels_last_cuda() -> None:
     # Fake CUDA tensors (no GPU needed) go through the op's fake implementation.
-    m = InceptionDWConv2d(19, MixerCfg())
+    assert MixerCfg().fast == "off"  # the default until the kernel is measured on a GPU
+    m = InceptionDWConv2d(19, MixerCfg(fast="auto"))
     with FakeTensorMode(allow_non_fake_inputs=True):
         x = torch.empty(2, 19, 5, 7, device="cuda").to(memory_format=torch.channels_last)
         assert m.use_fast_path(x)
+        assert not InceptionDWConv2d(19, MixerCfg()).use_fast_path(x)
         out = m(x)
         assert out.shape == x.shape and out.stride() == x.stride()
         assert not m.use_fast_path(x.contiguous())  # NCHW: auto falls back

@@ -410,3 +410,25 @@ def test_lightning_validate_command_on_the_demo_checkpoint(demo_run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if "val/acc1" in ln)
     assert float(line.replace("│", " ").split()[-1]) >= 0.97
+
+
+def test_ckpt_path_last_resumes_the_run_directory(tmp_path):
+    """`lightning fit --config ... --ckpt_path last` continues the newest last.ckpt of the run."""
+    args = [
+        "fit",
+        "--config",
+        "configs/demo.yaml",
+        *SMOKE[:-2],
+        "--trainer.fast_dev_run=false",
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=1",
+        "--data.max_train_samples=64",
+        "--data.max_val_samples=16",
+    ]
+    first = run_cli([*args, "--trainer.max_epochs=1"], tmp_path)
+    assert first.trainer.global_step == 2
+    resumed = run_cli([*args, "--trainer.max_epochs=2", "--ckpt_path=last"], tmp_path)
+    assert Path(resumed.trainer.ckpt_path).name == "last.ckpt"
+    assert resumed.trainer.global_step == 4  # two more steps, not four from scratch
+    with pytest.raises(SystemExit, match="no last.ckpt"):
+        run_cli([*args, "--ckpt_path=last"], tmp_path / "empty")

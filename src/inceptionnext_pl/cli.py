@@ -15,7 +15,7 @@ import yaml
 from lightning.pytorch.cli import LightningCLI
 
 from .data import ImageDataModule
-from .module import ImageClassifier
+from .module import ImageClassifier, find_last_checkpoint
 
 BASE_KEY = "__base__"
 
@@ -67,6 +67,16 @@ class ImageCLI(LightningCLI):
         if cfg.trainer.default_root_dir is None:
             name = self.config_names[-1] if self.config_names else cfg.model.model_name
             cfg.trainer.default_root_dir = str(Path("runs") / name)
+        # Lightning looks for "last" in the logger's next version directory, which is empty:
+        # resume from the newest last.ckpt of this run directory instead.
+        if getattr(cfg, "ckpt_path", None) == "last":
+            found = find_last_checkpoint(cfg.trainer.default_root_dir)
+            if found is None:
+                raise SystemExit(
+                    f"error: --ckpt_path last: no last.ckpt under {cfg.trainer.default_root_dir}. "
+                    "Give a checkpoint path, or drop --ckpt_path to start a new run."
+                )
+            cfg.ckpt_path = found
 
     def add_arguments_to_parser(self, parser) -> None:
         # Eval crop_pct / image size come from the model's pretrained config.

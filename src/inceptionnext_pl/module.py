@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -142,19 +143,48 @@ class ImageClassifier(L.LightningModule):
             )
         if self.model is None:
             self._build(self.hparams.num_classes)
-        # Zoo weights only for a fresh start: a resumed run or a loaded checkpoint has its own.
-        resuming = getattr(self.trainer, "ckpt_path", None)
-        if self.hparams.pretrained and not resuming and not self._weights_ready:
-            from .zoo import load_pretrained
-
-            source = resolve_run_dir(self.hparams.pretrained)
-            report = load_pretrained(self.model, source)
-            rank_zero_info(f"Loaded pretrained weights from {source}: {report}")
-            if self.model_ema is not None:
-                self.model_ema.set(self.model)
-            self._weights_ready = True
+        self._offset_rng_by_rank()
         if self.hparams.compile and stage == "fit":
             self.model.compile()
+
+    def _load_pretrained(self) -> None:
+        """Zoo weights for a fresh start only: a resumed run or a loaded checkpoint has its own.
+
+        Runs at the start of fit/validate/test/predict, i.e. after Lightning restored any
+        ``ckpt_path`` (which marks the weights ready), so nothing is downloaded just to be overwritten.
+        """
+        if not self.hparams.pretrained or self._weights_ready:
+            return
+        from .zoo import load_pretrained
+
+        source = resolve_run_dir(self.hparams.pretrained)
+        report = load_pretrained(self.model, source)
+        rank_zero_info(f"Loaded pretrained weights from {source}: {report}")
+        if self.model_ema is not None:
+            self.model_ema.set(self.model)
+        self._weights_ready = True
+
+    def on_fit_start(self) -> None:
+        self._load_pretrained()
+
+    def on_validation_start(self) -> None:
+        self._load_pretrained()
+
+    def on_test_start(self) -> None:
+        self._load_pretrained()
+
+    def on_predict_start(self) -> None:
+        self._load_pretrained()
+
+    def _offset_rng_by_rank(self) -> None:
+        # seed_everything gives every rank the same seed; Mixup, DropPath and random erasing
+        # must draw differently per rank (timm seeds seed + rank too).
+        rank = self.trainer.global_rank if getattr(self, "_trainer", None) is not None else 0
+        if rank:
+            seed = (torch.initial_seed() + rank) % 2**32
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            random.seed(seed)
 
     # --------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -236,12 +266,20 @@ class ImageClassifier(L.LightningModule):
         self.effective_lr = lr
         if hp.scheduler == "none":
             return {"optimizer": optimizer}
-        epochs = (
-            self.trainer.max_epochs
-            if self.trainer.max_epochs and self.trainer.max_epochs > 0
-            else 1
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ValueError(
+                "The LR schedule needs a known length: set trainer.max_steps or trainer.max_epochs "
+                "with a dataset of known size."
+            )
+        batches = self.trainer.num_training_batches
+        per_epoch = (
+            max(1, math.ceil(batches / self.trainer.accumulate_grad_batches))
+            if math.isfinite(batches)
+            else max(1, int(total))
         )
-        steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // epochs)
+        epochs = max(1, math.ceil(total / per_epoch))  # also right when only max_steps is set
+        steps_per_epoch = per_epoch
         scheduler, _ = create_scheduler_v2(
             optimizer,
             sched=hp.scheduler,
@@ -268,10 +306,12 @@ class ImageClassifier(L.LightningModule):
         skip = set(getattr(self.model, "no_weight_decay", lambda: set())())
         if hp.layer_decay:
             groups = param_groups_layer_decay(
-                self.model, hp.weight_decay, skip, layer_decay=hp.layer_decay
+                self.model, hp.weight_decay, no_weight_decay_list=skip, layer_decay=hp.layer_decay
             )
         else:
-            groups = param_groups_weight_decay(self.model, hp.weight_decay, skip)
+            groups = param_groups_weight_decay(
+                self.model, hp.weight_decay, no_weight_decay_list=skip
+            )
         if not hp.freeze_backbone_epochs:
             return groups
         head = {id(p) for p in self.model.get_classifier().parameters()}
@@ -304,12 +344,21 @@ class ImageClassifier(L.LightningModule):
                         g["lr"] = 0.0
                     elif self.hparams.scheduler == "none":
                         g["lr"] = g["unfrozen_lr"]
+        for config in self.trainer.lr_scheduler_configs:
+            config.scheduler.step_update(num_updates=self.global_step)  # apply lr_scale now
         if frozen and self.current_epoch == 0:
-            rank_zero_info(f"Backbone frozen for {n} epoch(s): only the classifier trains")
+            rank_zero_info(
+                f"Backbone frozen for {n} epoch(s): only the classifier trains "
+                "(BatchNorm statistics still adapt to the new data)"
+            )
 
     # ----------------------------------------------------------- EMA and BN
-    def on_before_zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.model_ema is not None and self.trainer.training:
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # After the optimizer step (on_before_zero_grad would run before it, lagging a step).
+        stepped = (
+            batch_idx + 1
+        ) % self.trainer.accumulate_grad_batches == 0 or self.trainer.is_last_batch
+        if self.model_ema is not None and stepped:
             self.model_ema.update(self.model, step=self.global_step)
 
     def on_validation_epoch_start(self) -> None:
@@ -358,20 +407,26 @@ class ImageClassifier(L.LightningModule):
             torch.set_rng_state(states["torch"])
             np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
             random.setstate(states["python"])
+            self._offset_rng_by_rank()
+
+
+def find_last_checkpoint(run_dir: str | Path) -> str | None:
+    """The newest ``last*.ckpt`` under a run directory, or None."""
+    found = sorted(Path(run_dir).rglob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    return str(found[-1]) if found else None
 
 
 def resolve_run_dir(source: str) -> str:
-    """A run directory stands for the newest ``last.ckpt`` under it; anything else is returned as is."""
-    path = Path(source)
-    if not path.is_dir():
+    """A run directory stands for its newest ``last.ckpt``; anything else is returned as is."""
+    if not Path(source).is_dir():
         return source
-    found = sorted(path.rglob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found:
+    found = find_last_checkpoint(source)
+    if found is None:
         raise FileNotFoundError(
             f"pretrained={source!r} is a directory without a last.ckpt. Train it first "
             f"(e.g. `lightning fit --config configs/demo.yaml`) or give a checkpoint file or zoo name."
         )
-    return str(found[-1])
+    return found
 
 
 def _check_range(

@@ -430,7 +430,9 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader(self.val_dataset, train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_dataset or self.val_dataset, train=False)
+        return self._loader(
+            self.test_dataset if self.test_dataset is not None else self.val_dataset, train=False
+        )
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

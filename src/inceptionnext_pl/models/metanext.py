@@ -190,10 +190,6 @@ class _ClassifierMixin:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return {"gamma"}
-
 
 def _init_weights(m: nn.Module) -> None:
     if isinstance(m, nn.Conv2d | nn.Linear):
@@ -339,7 +335,9 @@ class MetaNeXtIsotropic(_ClassifierMixin, nn.Module):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
-        return {"gamma", "pos_embed"}
+        return {
+            "pos_embed"
+        }  # full names; 1-D parameters (norms, biases, gamma) are excluded anyway
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)

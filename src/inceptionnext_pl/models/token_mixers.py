@@ -28,6 +28,7 @@ class MixerCfg:
     fast: the fused Triton kernel for the Inception mixer (``kernels/``). ``auto`` uses it for
     channels_last CUDA inputs when Triton is installed, else the PyTorch modules; ``on`` insists
     (CUDA, or CPU under ``TRITON_INTERPRET=1``); ``off`` always runs the PyTorch modules.
+    The default stays ``off`` until the kernel has been measured on a GPU.
     """
 
     kind: Literal["inception", "dwconv", "attn"] = "inception"
@@ -43,7 +44,7 @@ class MixerCfg:
     # attn
     num_heads: int = 6
     # fused kernel for kind="inception"
-    fast: Literal["auto", "on", "off"] = "auto"
+    fast: Literal["auto", "on", "off"] = "off"  # "auto" once the kernel is measured on a GPU
 
     def __post_init__(self) -> None:
         if self.kind not in ("inception", "dwconv", "attn"):
