@@ -75,24 +75,16 @@ def test_every_config_runs_a_step(config, tmp_path):
 
 
 def test_paper_recipe_reaches_the_components(tmp_path):
-    cli = build_cli(
+    cli = run_cli(
         [
-            "fit",
-            "--config",
-            "configs/tiny.yaml",
-            *SMOKE[:-2],
-            "--data.batch_size=8",
-            "--print_config",
-        ][:0]
-        or [
             "fit",
             "--config",
             "configs/tiny.yaml",
             *SMOKE,
             "--data.batch_size=8",
             "--trainer.fast_dev_run=2",
-            f"--trainer.default_root_dir={tmp_path}",
-        ]
+        ],
+        tmp_path,
     )
     model, dm, trainer = cli.model, cli.datamodule, cli.trainer
     assert model.hparams.drop_path_rate == 0.1 and model.hparams.model_kwargs == {
@@ -152,7 +144,7 @@ def test_print_config_validate_test_predict(tmp_path, capsys):
         (["--model.base_lr=-1"], "base_lr"),
         (["--data.batch_size=zero"], "batch_size"),
         (["--model.model_name=inceptionnext_tinny"], "inceptionnext_tiny"),
-        (["--model.num_classes=7"], "7"),
+        (["--model.num_classes=7"], "7 classes"),
     ],
 )
 def test_bad_config_values_name_the_key(args, match, tmp_path, capsys):
@@ -432,3 +424,13 @@ def test_ckpt_path_last_resumes_the_run_directory(tmp_path):
     assert resumed.trainer.global_step == 4  # two more steps, not four from scratch
     with pytest.raises(SystemExit, match="no last.ckpt"):
         run_cli([*args, "--ckpt_path=last"], tmp_path / "empty")
+
+
+def test_fit_with_plain_dataloaders():
+    """Without a datamodule: num_classes given, the LR scaled by the loader's batch size."""
+    dm = small_dm()
+    dm.setup("fit")
+    model = ImageClassifier("inceptionnext_atto", num_classes=10, warmup_epochs=0)
+    trainer = L.Trainer(accelerator="cpu", fast_dev_run=2, logger=False, enable_progress_bar=False)
+    trainer.fit(model, dm.train_dataloader(), dm.val_dataloader())
+    assert model.effective_lr == pytest.approx(1e-3 * 16 / 1024)

@@ -159,18 +159,26 @@ def load_models(args: argparse.Namespace) -> list[LoadedModel]:
 
 
 def eval_transform(lm: LoadedModel, img_size: int | None):
-    """timm's eval transform from the model's pretrained config, the run's data settings on top."""
-    from timm.data import create_transform, resolve_data_config
+    """The datamodule's eval transform: the run's data settings, else the model's pretrained cfg."""
+    from timm.data import resolve_data_config
+
+    from .data.transforms import build_eval_transform
 
     cfg = resolve_data_config({}, model=lm.model)
     d = lm.data
-    size = img_size or d.get("image_size")
-    if size:
-        cfg["input_size"] = (3, int(size), int(size))
+    size = img_size or d.get("image_size") or cfg["input_size"][-1]
     for key in ("crop_pct", "mean", "std", "interpolation"):
         if d.get(key) is not None:
             cfg[key] = tuple(d[key]) if key in ("mean", "std") else d[key]
-    return create_transform(**cfg, is_training=False), cfg
+    cfg["input_size"] = (3, int(size), int(size))
+    transform = build_eval_transform(
+        int(size),
+        crop_pct=cfg["crop_pct"],
+        interpolation=cfg["interpolation"],
+        mean=cfg["mean"],
+        std=cfg["std"],
+    )
+    return transform, cfg
 
 
 def open_images(paths: Sequence[str]) -> list:

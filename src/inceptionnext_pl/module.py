@@ -245,6 +245,9 @@ class ImageClassifier(L.LightningModule):
         hp = self.hparams
         dm = getattr(self.trainer, "datamodule", None)
         batch_size = getattr(dm, "batch_size", None) or getattr(dm, "hparams", {}).get("batch_size")
+        if batch_size is None:  # plain dataloaders instead of a datamodule
+            _ = self.trainer.estimated_stepping_batches  # makes Lightning load the train loader
+            batch_size = getattr(self.trainer.train_dataloader, "batch_size", None)
         if batch_size is None:
             raise ValueError("The datamodule must expose batch_size for the LR scaling rule")
         lr = scaled_lr(

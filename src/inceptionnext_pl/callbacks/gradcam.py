@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,10 +132,13 @@ class GradCAMCallback(Callback):
             self._check_layer(pl_module)
 
     def _load(self, dm: Any, ds: Any) -> None:
-        n = min(self.num_images, len(ds))
-        indices = np.unique(np.linspace(0, len(ds) - 1, n).round().astype(int))
         with preserved_rng():
-            items = [ds[int(i)] for i in indices]
+            if isinstance(ds, torch.utils.data.IterableDataset):  # streamed: the first images
+                items = list(itertools.islice(iter(ds), self.num_images))
+            else:
+                n = min(self.num_images, len(ds))
+                indices = np.unique(np.linspace(0, len(ds) - 1, n).round().astype(int))
+                items = [ds[int(i)] for i in indices]
         self._inputs = torch.stack([torch.as_tensor(x) for x, _ in items]).float()
         self._labels = [int(y) for _, y in items]
         mean = getattr(dm, "mean", None) or IMAGENET_DEFAULT_MEAN
