@@ -306,6 +306,20 @@ def test_demo_reaches_its_accuracy(demo_run):
     assert len(list((logdir / "gradcam").glob("epoch_*.png"))) == 4  # every 2nd of 8 epochs
 
 
+def test_demo_maps_fall_on_the_strokes(demo_run):
+    """Grad-CAM means something: the demo model's maps sit on the digit's strokes."""
+    from inceptionnext_pl.cam.meaning import stroke_energy
+
+    cli, _ = demo_run
+    dm, model = cli.datamodule, cli.model.model
+    report = stroke_energy(
+        model, dm.val_dataset, dm.mean, dm.std, method="gradcam++", target_layer="stages.1"
+    )
+    assert report.images == len(dm.val_dataset) == 360
+    assert report.ratio >= 1.5, report  # chance is 1.0: the share of the image the strokes cover
+    assert report.above_chance >= 0.75, report
+
+
 def test_finetune_demo_starts_from_the_checkpoint(demo_run, tmp_path):
     cli, root = demo_run
     source = ImageClassifier.load_from_checkpoint(next(root.rglob("last.ckpt"))).model
