@@ -20,17 +20,6 @@ from inceptionnext_pl.zoo import (
 from inceptionnext_pl.zoo.cli import main
 from test_zoo_transfer import fast_model, fill_, small_convnext_variant
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny CPU models: a second intra-op thread only adds overhead, and on a loaded 2-core
-    # machine it makes them ~20x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 CLASSES = 10
 
 

@@ -20,16 +20,6 @@ from inceptionnext_pl.zoo import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny CPU models: a second intra-op thread only adds overhead, and on a loaded 2-core
-    # machine it makes them ~20x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def fast_model(name: str, seed: int = 0, **kwargs) -> torch.nn.Module:
     """``create_model(name)`` with random weights, skipping the (slow on CPU) truncated-normal init."""
     with torch.device("meta"):

@@ -317,7 +317,10 @@ class ImageClassifier(L.LightningModule):
             )
         if not hp.freeze_backbone_epochs:
             return groups
-        head = {id(p) for p in self.model.get_classifier().parameters()}
+        from .zoo import split_parameters
+
+        params = dict(self.model.named_parameters())
+        head = {id(params[n]) for n in split_parameters(self.model)[1]}
         split = []
         for g in groups:
             for is_head in (False, True):
