@@ -366,14 +366,10 @@ def run_models(args: argparse.Namespace, device: torch.device) -> list[dict[str,
             add_ratios(rows, "model", args.baseline, ("train_img_s", "infer_img_s"))
             # written after every model: a failure late in a long GPU run keeps what was measured
             csv_path, json_path = write_results(args.out, stem, rows, meta)
-    print(
-        f"\n{env['device_name']} · torch {env['torch']}"
-        + (f" · CUDA {env['cuda']}" if env["cuda"] else "")
-        + f" · {args.precision} · {args.memory_format} · batch {args.batch_size} · "
-        f"{args.img_size}² · {'compiled' if args.compile else 'eager'} · ratios to {args.baseline}"
+    mode = "compiled" if args.compile else "eager"
+    _report(
+        args, meta, rows, MODEL_COLUMNS, f"{args.img_size}² · {mode} · ratios to {args.baseline}"
     )
-    print(format_table(rows, MODEL_COLUMNS))
-    _print_notes(args, meta)
     print(f"wrote {csv_path} and {json_path}")
     if args.plot:
         png = args.out / f"{stem}.png"
@@ -385,6 +381,18 @@ def run_models(args: argparse.Namespace, device: torch.device) -> list[dict[str,
     return rows
 
 
+def _report(args: argparse.Namespace, meta: dict, rows: list, columns: Any, detail: str) -> None:
+    """The settings line, the table and the notes, for both modes."""
+    env = meta["environment"]
+    print(
+        f"\n{env['device_name']} · torch {env['torch']}"
+        + (f" · CUDA {env['cuda']}" if env["cuda"] else "")
+        + f" · {args.precision} · {args.memory_format} · batch {args.batch_size} · {detail}"
+    )
+    print(format_table(rows, columns))
+    _print_notes(args, meta)
+
+
 def run_mixer(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
     settings, meta, stem = _settings(args, device), _meta(args, device), _stem(args, device)
     env = meta["environment"]
@@ -393,14 +401,13 @@ def run_mixer(args: argparse.Namespace, device: torch.device) -> list[dict[str, 
     rows = [best_of_rounds(same, MIXER_GROUPS) for same in zip(*rounds)]
     add_ratios(rows, "op", args.baseline, ("fwd_img_s", "fwd_bwd_img_s"), group_key="stage")
     csv_path, json_path = write_results(args.out, stem, rows, meta)
-    print(
-        f"\n{env['device_name']} · torch {env['torch']}"
-        + (f" · CUDA {env['cuda']}" if env["cuda"] else "")
-        + f" · {args.precision} · {args.memory_format} · batch {args.batch_size} · "
-        f"input {args.img_size}² · ratios to {args.baseline} per stage"
+    _report(
+        args,
+        meta,
+        rows,
+        MIXER_COLUMNS,
+        f"input {args.img_size}² · ratios to {args.baseline} per stage",
     )
-    print(format_table(rows, MIXER_COLUMNS))
-    _print_notes(args, meta)
     print(f"wrote {csv_path} and {json_path}")
     return rows
 
