@@ -15,7 +15,7 @@ from PIL import Image
 from inceptionnext_pl.callbacks import GradCAMCallback
 from inceptionnext_pl.cam import CamError
 from inceptionnext_pl.data import ImageDataModule
-from inceptionnext_pl.module import ImageClassifier
+from inceptionnext_pl.tasks import ImageClassifier
 
 MODEL = "inceptionnext_atto"
 

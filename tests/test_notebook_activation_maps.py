@@ -1,7 +1,9 @@
-"""notebooks/activation_maps.ipynb runs end to end, offline, in its digits fallback."""
+"""notebooks/activation_maps.ipynb runs end to end: offline in its digits fallback, and on zoo
+weights that the test writes into the caches in each source's real format."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -12,8 +14,11 @@ import numpy as np
 import pytest
 import torch
 from nbclient import NotebookClient
+from safetensors.torch import save_file
 
-from inceptionnext_pl.module import ImageClassifier
+from inceptionnext_pl import create_model
+from inceptionnext_pl.tasks import ImageClassifier
+from inceptionnext_pl.zoo import get_entry
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "activation_maps.ipynb"
 KERNEL = "inceptionnext-pl-tests"
@@ -80,3 +85,65 @@ def test_notebook_runs_offline(kernel, demo_ckpt, tmp_path, monkeypatch):
         o for o in outputs if o.output_type == "display_data" and "image/png" in o.get("data", {})
     ]
     assert len(figures) == 2  # models side by side, methods side by side
+
+
+def _hub_cache_file(root: Path, repo: str, filename: str, data: bytes) -> None:
+    """huggingface_hub's cache layout: blobs/<sha256>, linked from snapshots/<commit>/."""
+    folder = root / f"models--{repo.replace('/', '--')}"
+    blob = hashlib.sha256(data).hexdigest()
+    (folder / "blobs").mkdir(parents=True)
+    (folder / "blobs" / blob).write_bytes(data)
+    commit = "0" * 40
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(commit)
+    snap = folder / "snapshots" / commit
+    snap.mkdir(parents=True)
+    (snap / filename).symlink_to(Path("../../blobs") / blob)
+
+
+def _write_zoo_caches(torch_home: Path, hub_cache: Path) -> None:
+    """Random weights for the four models of Figure 4, where the zoo looks for its downloads:
+    the official InceptionNeXt release file (a .pth under TORCH_HOME) and timm's hub copies
+    (safetensors in the hub cache)."""
+    for name, arch in [
+        ("resnet50.a1_in1k", "resnet50"),
+        ("swin_tiny_patch4_window7_224.ms_in1k", "swin_tiny_patch4_window7_224"),
+        ("convnext_tiny.fb_in1k", "convnext_tiny"),
+    ]:
+        (source,) = get_entry(name).sources
+        path = hub_cache / "tmp.safetensors"
+        save_file(create_model(arch).state_dict(), str(path))
+        _hub_cache_file(hub_cache, source.hf, source.file, path.read_bytes())
+        path.unlink()
+    release = next(s for s in get_entry("inceptionnext_tiny").sources if s.url)
+    (torch_home / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(
+        create_model("inceptionnext_tiny").state_dict(),
+        torch_home / "hub" / "checkpoints" / release.filename,
+    )
+
+
+@pytest.mark.timeout(600)
+def test_notebook_zoo_branch_on_cached_weights(kernel, tmp_path, monkeypatch):
+    """The Figure 4 path: four ImageNet models from the zoo's caches, offline."""
+    torch_home, hf_home = tmp_path / "torch", tmp_path / "hf"
+    _write_zoo_caches(torch_home, hf_home / "hub")
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(hf_home / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("INCEPTIONNEXT_CAM_DOWNLOAD", raising=False)
+    monkeypatch.setenv("MPLBACKEND", "agg")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(
+        nb, timeout=300, kernel_name=kernel, resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    ).execute()
+
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert "using the digits demo" not in text and "Zoo weights unavailable" not in text
+    figures = [
+        o for o in outputs if o.output_type == "display_data" and "image/png" in o.get("data", {})
+    ]
+    assert len(figures) == 2  # Grad-CAM and Grad-CAM++, four models side by side

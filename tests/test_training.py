@@ -11,9 +11,11 @@ import lightning as L
 import pytest
 import torch
 
+from inceptionnext_pl.callbacks import EMA
 from inceptionnext_pl.cli import build_cli, expand_bases
 from inceptionnext_pl.data import ImageDataModule
-from inceptionnext_pl.module import ImageClassifier, scaled_lr
+from inceptionnext_pl.optim import scaled_lr
+from inceptionnext_pl.tasks import ImageClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs").rglob("*.yaml"))
@@ -225,13 +227,12 @@ def test_bf16_mixed_and_ema_side_by_side(tmp_path):
     assert {"val/acc1", "val_ema/acc1", "train/loss_epoch"} <= set(metrics)
     assert torch.isfinite(metrics["train/loss_epoch"])
     # The EMA copy moved towards the trained weights but is not them, and it was never optimized.
-    w, e = model.model.stem[0].weight, model.model_ema.module.stem[0].weight
+    (ema,) = [c for c in trainer.callbacks if isinstance(c, EMA)]
+    w, e = model.model.stem[0].weight, ema.module.stem[0].weight
     assert not torch.equal(w, e) and not e.requires_grad
-    assert all(
-        id(p) not in {id(q) for q in model.model_ema.parameters()}
-        for g in trainer.optimizers[0].param_groups
-        for p in g["params"]
-    )
+    ema_ids = {id(q) for q in ema.module.parameters()}
+    assert all(id(p) not in ema_ids for g in trainer.optimizers[0].param_groups for p in g["params"])
+    assert not any(n.startswith("model_ema") for n in model.state_dict())  # DDP never sees it
 
 
 def test_freeze_backbone_then_layer_decay(tmp_path):

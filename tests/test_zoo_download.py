@@ -296,3 +296,49 @@ def test_concurrent_fetches_download_once(server, monkeypatch):
         t.join()
     assert len(results) == 3 and len(set(results)) == 1 and results[0].read_bytes() == PAYLOAD
     assert len(Handler.log) == 1
+
+
+@pytest.mark.parametrize(
+    "error, hint",
+    [
+        ("RemoteEntryNotFoundError", "no such file or revision"),
+        ("GatedRepoError", "gated"),
+        ("LocalEntryNotFoundError", "cannot be reached"),
+    ],
+)
+def test_hub_errors_get_the_hint_of_their_kind(monkeypatch, error, hint):
+    import huggingface_hub
+    import huggingface_hub.errors as hub_errors
+
+    cls = getattr(hub_errors, error)
+
+    def fail(**kwargs):
+        if issubclass(cls, hub_errors.HfHubHTTPError):
+            import httpx2 as httpx
+
+            response = httpx.Response(404, request=httpx.Request("GET", "https://hf.co/x"))
+            raise cls("boom", response=response)
+        raise cls("boom")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fail)
+    with pytest.raises(DownloadError, match=hint) as info:
+        resolve_hub("hf-hub:someone/model")
+    assert ("offline" in str(info.value)) == (error == "LocalEntryNotFoundError")
+
+
+def test_a_full_disk_during_a_hub_download_is_not_called_offline(monkeypatch):
+    import huggingface_hub
+
+    def fail(**kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fail)
+    with pytest.raises(OSError, match="No space left") as info:
+        resolve_hub("hf-hub:someone/model")
+    assert not isinstance(info.value, DownloadError)
+
+
+def resolve_hub(source: str):
+    from inceptionnext_pl.zoo import resolve
+
+    return resolve(source, progress=False)

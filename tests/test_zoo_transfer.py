@@ -220,3 +220,23 @@ def test_backbone_classifier_split_for_freezing():
     assert [n for n, p in model.named_parameters() if p.requires_grad] == head
     freeze_backbone(model, frozen=False)
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_a_failing_key_filter_is_named_in_the_error(tmp_path, monkeypatch, files):
+    """A filter that cannot read the file leaves the other readings, and says why it failed."""
+    import inceptionnext_pl.zoo.transfer as transfer
+
+    def broken_filter(state_dict, model):
+        raise KeyError("downsample_layers.0.0.weight")
+
+    monkeypatch.setattr(transfer, "_filter_fn", lambda model: broken_filter)
+    wrong = create_model("inceptionnext_atto", dims=(48, 96, 192, 384))
+    with pytest.raises(StateDictMismatchError, match=r"could not read the file: KeyError"):
+        load_pretrained(wrong, files["official"], progress=False)
+
+    def buggy_filter(state_dict, model):
+        return None.keys()  # our own bug: an AttributeError is not a layout mismatch
+
+    monkeypatch.setattr(transfer, "_filter_fn", lambda model: buggy_filter)
+    with pytest.raises(AttributeError):
+        load_pretrained(create_model("inceptionnext_atto"), files["official"], progress=False)

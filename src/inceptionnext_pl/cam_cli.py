@@ -27,6 +27,7 @@ from torch import nn
 
 from .cam import METHODS, CamError, compute_cam, degenerate_message, resolve_method
 from .cam.figures import comparison_figure, save_figure, save_image
+from .errors import run_command
 from .files import atomic_write_bytes
 
 EXAMPLES = """examples:
@@ -80,7 +81,7 @@ def _classes_in(path: Path, name: str) -> int | None:
 
 def load_lightning(path: Path, ckpt: dict[str, Any]) -> LoadedModel:
     """The network of an ImageClassifier checkpoint, and the data settings it was trained with."""
-    from .module import ImageClassifier
+    from .tasks import ImageClassifier
 
     hp = ckpt["hyper_parameters"]
     if "model_name" not in hp:
@@ -359,28 +360,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from .models import UnknownModelError
-    from .zoo.errors import ZooError
-
-    try:
-        for m in args.method:
-            resolve_method(m)
-        if args.meaning:
-            if not (args.ckpt or args.model):
-                raise CamError("--meaning needs --ckpt PATH (or --model NAME --weights SOURCE)")
-            run_meaning(args)
-            return 0
-        if not args.images or not args.out:
-            raise CamError("give --images FILE... and --out DIR (or --meaning)")
-        run_overlays(args)
-    except (CamError, UnknownModelError) as e:
-        parser.error(str(e))
-    except (ZooError, FileNotFoundError) as e:
-        parser.error(str(e))
+def _run(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    for m in args.method:
+        resolve_method(m)
+    if args.meaning:
+        if not (args.ckpt or args.model):
+            raise CamError("--meaning needs --ckpt PATH (or --model NAME --weights SOURCE)")
+        run_meaning(args)
+        return 0
+    if not args.images or not args.out:
+        raise CamError("give --images FILE... and --out DIR (or --meaning)")
+    run_overlays(args)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; ``--debug`` shows the traceback of a known error."""
+    return run_command("inceptionnext-cam", _run, argv, extra=(CamError, FileNotFoundError))
 
 
 if __name__ == "__main__":

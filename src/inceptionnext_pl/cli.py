@@ -1,4 +1,6 @@
-"""The ``lightning`` / ``inceptionnext-pl`` command: LightningCLI over ImageClassifier and ImageDataModule.
+"""The ``lightning`` / ``inceptionnext-pl`` command: LightningCLI over ImageClassifier and
+ImageDataModule, or SemanticSegmenter and SegmentationDataModule for configs with
+``task: segmentation``.
 
 Configs can extend another one with a top-level ``__base__: other.yaml`` (path relative to the
 file); the base is applied first, then the file's own values. Several ``--config`` files also
@@ -13,15 +15,21 @@ from pathlib import Path
 
 import yaml
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 
 from .data import ImageDataModule
-from .module import ImageClassifier, find_last_checkpoint
+from .errors import run_command
+from .runs import find_last_checkpoint
+from .tasks import ImageClassifier
 
 BASE_KEY = "__base__"
+TASK_KEY = "task"  # top-level, read here: `task: segmentation` picks the segmentation classes
+TASKS = ("classification", "segmentation")
 
 
 def expand_bases(args: Sequence[str]) -> list[str]:
-    """Turn ``--config child.yaml`` into ``--config base.yaml --config <child without __base__>``."""
+    """Turn ``--config child.yaml`` into ``--config base.yaml --config <child without __base__>``
+    (and without ``task``, which :func:`config_task` reads)."""
     out: list[str] = []
     i = 0
     while i < len(args):
@@ -43,8 +51,11 @@ def _expand_one(path: str, seen: tuple[Path, ...] = ()) -> list[str]:
     if not p.is_file():
         return ["--config", path]  # let LightningCLI report it (or it is inline YAML)
     cfg = yaml.safe_load(p.read_text()) or {}
-    if not isinstance(cfg, dict) or BASE_KEY not in cfg:
+    if not isinstance(cfg, dict) or not {BASE_KEY, TASK_KEY} & set(cfg):
         return ["--config", path]
+    cfg.pop(TASK_KEY, None)
+    if BASE_KEY not in cfg:
+        return ["--config", yaml.safe_dump(cfg)]
     base = (p.parent / str(cfg.pop(BASE_KEY))).resolve()
     if base in seen or base == p.resolve():
         raise SystemExit(f"error: config {path} has a cycle of {BASE_KEY} includes")
@@ -53,23 +64,58 @@ def _expand_one(path: str, seen: tuple[Path, ...] = ()) -> list[str]:
     return _expand_one(str(base), (*seen, p.resolve())) + ["--config", yaml.safe_dump(cfg)]
 
 
+def _task_of(path: Path, seen: tuple[Path, ...] = ()) -> str | None:
+    cfg = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(cfg, dict):
+        return None
+    if TASK_KEY in cfg:
+        return str(cfg[TASK_KEY])
+    base = cfg.get(BASE_KEY)
+    if base is None or path.resolve() in seen:
+        return None
+    base_path = (path.parent / str(base)).resolve()
+    return _task_of(base_path, (*seen, path.resolve())) if base_path.is_file() else None
+
+
+def config_task(args: Sequence[str]) -> str:
+    """The task the config files name (the last one that does), ``classification`` by default."""
+    tasks = [t for p in _config_paths(args) if Path(p).is_file() and (t := _task_of(Path(p)))]
+    task = tasks[-1] if tasks else "classification"
+    if task not in TASKS:
+        raise SystemExit(f"error: {TASK_KEY}: {task!r} is unknown; use one of {', '.join(TASKS)}")
+    return task
+
+
 def _config_paths(args: Sequence[str]) -> list[str]:
     paths = [b for a, b in zip(args, args[1:]) if a in ("--config", "-c")]
     return paths + [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
 
 
-class ImageCLI(LightningCLI):
+class TaskCLI(LightningCLI):
+    """What both tasks' commands do: a run directory per config, ``--ckpt_path last``."""
+
     config_names: tuple[str, ...] = ()
+    runs_subdir: str = ""
+
+    def _default_run_name(self, cfg) -> str:
+        raise NotImplementedError
 
     def before_instantiate_classes(self) -> None:
         # Each config logs to its own run directory unless it names one: runs/<config name>.
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         if cfg.trainer.default_root_dir is None:
-            name = self.config_names[-1] if self.config_names else cfg.model.model_name
-            cfg.trainer.default_root_dir = str(Path("runs") / name)
+            name = self.config_names[-1] if self.config_names else self._default_run_name(cfg)
+            cfg.trainer.default_root_dir = str(Path("runs") / self.runs_subdir / name)
+        ckpt_path = getattr(cfg, "ckpt_path", None)
+        if ckpt_path and cfg.model.get("pretrained"):
+            # The restored checkpoint has the weights: nothing to download just to overwrite.
+            rank_zero_info(
+                f"--ckpt_path given: model.pretrained={cfg.model.pretrained!r} not loaded"
+            )
+            cfg.model.pretrained = None
         # Lightning looks for "last" in the logger's next version directory, which is empty:
         # resume from the newest last.ckpt of this run directory instead.
-        if getattr(cfg, "ckpt_path", None) == "last":
+        if ckpt_path == "last":
             found = find_last_checkpoint(cfg.trainer.default_root_dir)
             if found is None:
                 raise SystemExit(
@@ -78,6 +124,11 @@ class ImageCLI(LightningCLI):
                 )
             cfg.ckpt_path = found
 
+
+class ImageCLI(TaskCLI):
+    def _default_run_name(self, cfg) -> str:
+        return cfg.model.model_name
+
     def add_arguments_to_parser(self, parser) -> None:
         # Eval crop_pct / image size come from the model's pretrained config.
         parser.link_arguments("model.model_name", "data.model_name")
@@ -85,14 +136,36 @@ class ImageCLI(LightningCLI):
         parser.link_arguments("data.label_smoothing", "model.label_smoothing")
 
 
-def build_cli(args: Sequence[str] | None = None, run: bool = True) -> ImageCLI:
+class SegmentationCLI(TaskCLI):
+    runs_subdir = "seg"
+
+    def _default_run_name(self, cfg) -> str:
+        return f"{cfg.model.decoder}_{cfg.model.backbone}"
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.ignore_index", "model.ignore_index")
+
+
+def build_cli(args: Sequence[str] | None = None, run: bool = True) -> TaskCLI:
     """Run the command and return the CLI; with ``run=False`` (no subcommand in ``args``) only
-    model, data and trainer are built."""
+    model, data and trainer are built. ``task: segmentation`` in a config picks
+    SemanticSegmenter and SegmentationDataModule, otherwise ImageClassifier and ImageDataModule."""
     argv = list(sys.argv[1:] if args is None else args)
-    ImageCLI.config_names = tuple(Path(p).stem for p in _config_paths(argv))
-    return ImageCLI(
-        ImageClassifier,
-        ImageDataModule,
+    if config_task(argv) == "segmentation":
+        from .data import SegmentationDataModule
+        from .tasks.segmentation import SemanticSegmenter
+
+        cli_class, model_class, data_class = (
+            SegmentationCLI,
+            SemanticSegmenter,
+            SegmentationDataModule,
+        )
+    else:
+        cli_class, model_class, data_class = ImageCLI, ImageClassifier, ImageDataModule
+    cli_class.config_names = tuple(Path(p).stem for p in _config_paths(argv))
+    return cli_class(
+        model_class,
+        data_class,
         save_config_kwargs={"overwrite": True},
         args=expand_bases(argv),
         auto_configure_optimizers=False,
@@ -100,10 +173,15 @@ def build_cli(args: Sequence[str] | None = None, run: bool = True) -> ImageCLI:
     )
 
 
-def main(args: Sequence[str] | None = None) -> None:
-    """Console entry point (``lightning``, ``inceptionnext-pl``)."""
-    build_cli(args)
+def _run(argv: list[str]) -> int:
+    build_cli(argv)
+    return 0
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Console entry point (``lightning``, ``inceptionnext-pl``); known errors print one line."""
+    return run_command("lightning", _run, args)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

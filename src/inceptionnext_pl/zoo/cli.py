@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import run_command
 from .convert import LIGHTNING_PREFIX, TARGETS, convert_file, export_checkpoint
 from .download import HASH_STORE_NAME, HashStore, cache_dir, cached_file, fetch, forget_hashes
-from .errors import ZooError
 from .registry import Source, ZooEntry, get_entry, list_entries, registry_path
 
 COLUMNS = (
@@ -210,13 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (ZooError, FileNotFoundError) as e:
-        print(f"inceptionnext-zoo: error: {e}", file=sys.stderr)
-        return 1
+    return int(args.func(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; ``--debug`` shows the traceback of a known error."""
+    return run_command("inceptionnext-zoo", _run, argv, extra=(FileNotFoundError,))
 
 
 if __name__ == "__main__":

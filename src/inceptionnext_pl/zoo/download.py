@@ -349,6 +349,39 @@ def _lfs_sha256(path: str) -> str | None:
     return name if re.fullmatch(r"[0-9a-f]{64}", name) else None
 
 
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled
+
+    # Not OSError in general: a full disk or a permission error is not the hub's.
+    return (EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled)
+
+
+def _hub_hint(e: BaseException) -> str:
+    """What went wrong with a hub download, and what to do, by the hub client's error type."""
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, GatedRepoError):
+        return f"the repo is gated: accept its licence on the hub and set HF_TOKEN ({first})"
+    if isinstance(e, RepositoryNotFoundError):
+        return f"no such repo (or it is private: set HF_TOKEN) ({first})"
+    if isinstance(e, RevisionNotFoundError | RemoteEntryNotFoundError):
+        return f"the repo has no such file or revision: check the registry entry ({first})"
+    if isinstance(e, LocalEntryNotFoundError | OfflineModeIsEnabled):
+        return (
+            "not in the local cache and the hub cannot be reached (offline, or HF_HUB_OFFLINE "
+            f"is set): download it once with network access ({first})"
+        )
+    return f"{type(e).__name__}: {first}"
+
+
 def _fetch_hf(source: Source, store: HashStore, force: bool) -> Path:
     try:
         from huggingface_hub import hf_hub_download
@@ -367,12 +400,8 @@ def _fetch_hf(source: Source, store: HashStore, force: bool) -> Path:
                 revision=source.revision,
                 force_download=force,
             )
-        except Exception as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DownloadError(
-                f"hf-hub:{source.hf} ({source.file}): {type(e).__name__}: {reason} "
-                "(offline, or the hub is unreachable / needs a token)"
-            ) from e
+        except _hub_errors() as e:
+            raise DownloadError(f"hf-hub:{source.hf} ({source.file}): {_hub_hint(e)}") from e
     _verify(source, Path(path), store, published_hint=_lfs_sha256(str(path)))
     return Path(path)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -93,8 +92,12 @@ def _filter_fn(model: nn.Module) -> Callable | None:
     return getattr(module, "checkpoint_filter_fn", None)
 
 
-def adapt_keys(ckpt: Checkpoint, model: nn.Module) -> tuple[str, StateDict]:
-    """The reading of the file's keys that fits ``model`` best.
+# What a key-remapping filter raises on a layout it was not written for; anything else is a bug.
+_FILTER_MISMATCH = (KeyError, ValueError, RuntimeError, IndexError)
+
+
+def adapt_keys(ckpt: Checkpoint, model: nn.Module) -> tuple[str, StateDict, list[str]]:
+    """The reading of the file's keys that fits ``model`` best, and why other readings failed.
 
     Tried: the keys as stored; facebook ConvNeXt -> MetaNeXt; and the architecture's own
     ``checkpoint_filter_fn`` (timm's remap their original release formats, e.g. Swin's).
@@ -103,16 +106,18 @@ def adapt_keys(ckpt: Checkpoint, model: nn.Module) -> tuple[str, StateDict]:
 
     target = set(model.state_dict())
     options: list[tuple[str, StateDict]] = [("as stored", ckpt.state_dict)]
+    failed: list[str] = []
     if ckpt.layout == "facebook":
         options.append(("facebook ConvNeXt -> timm keys", from_facebook(ckpt.state_dict)))
     fn = _filter_fn(model)
     if fn is not None:
-        # A filter written for other layouts may fail; the other readings remain.
-        with contextlib.suppress(Exception):
-            options.append(
-                (f"{fn.__module__}.checkpoint_filter_fn", fn(dict(ckpt.state_dict), model))
-            )
-    return max(options, key=lambda o: len(target & set(o[1])))
+        name = f"{fn.__module__}.checkpoint_filter_fn"
+        try:
+            options.append((name, fn(dict(ckpt.state_dict), model)))
+        except _FILTER_MISMATCH as e:  # written for other layouts: the other readings remain
+            failed.append(f"{name} could not read the file: {type(e).__name__}: {e}")
+    mapping, sd = max(options, key=lambda o: len(target & set(o[1])))
+    return mapping, sd, failed
 
 
 def _hint(model: nn.Module, entry: ZooEntry | None, ckpt: Checkpoint) -> str:
@@ -145,7 +150,7 @@ def load_pretrained(
     """
     path, entry = resolve(source, progress=progress)
     ckpt = read_checkpoint(path, ema=ema)
-    mapping, sd = adapt_keys(ckpt, model)
+    mapping, sd, failed = adapt_keys(ckpt, model)
     target = model.state_dict()
     clf = classifier_names(model)
     diff = diff_state_dicts(sd, target, skip=clf)
@@ -154,7 +159,7 @@ def load_pretrained(
             f"Checkpoint {path} [{ckpt.description}]",
             f"the backbone of {_model_name(model)}",
             diff,
-            _hint(model, entry, ckpt),
+            " ".join([*failed, _hint(model, entry, ckpt)]),
         )
     bad = {k for k, _, _ in diff.mismatched}
     to_load = {

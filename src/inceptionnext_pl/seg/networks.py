@@ -1,0 +1,155 @@
+"""Segmentation networks of Tables 6 and 7: smp's decoders over any ``features_only`` backbone.
+
+segmentation-models-pytorch builds the encoder (``tu-<timm name>``, ours included), FPN and
+UPerNet. What it lacks of the paper's mmsegmentation heads is added here: the 3x3 output conv
+that mmseg's FPN neck puts on every pyramid level, and UperNet's auxiliary FCN head on stage 3.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from segmentation_models_pytorch.decoders.fpn.decoder import FPNDecoder
+from torch import nn
+
+DecoderName = Literal["fpn", "upernet"]
+# mmseg's head settings (Semantic FPN: PoolFormer/PVT configs; UperNet: Swin/ConvNeXt configs).
+FPN_PYRAMID, FPN_SEGMENTATION, FPN_DROPOUT = 256, 128, 0.1
+UPERNET_CHANNELS, AUX_CHANNELS, AUX_STAGE = 512, 256, 2
+
+
+class FPNNeckDecoder(FPNDecoder):
+    """smp's FPN decoder with mmseg's 3x3 conv on each pyramid level after the top-down sum."""
+
+    def __init__(self, encoder_channels: list[int], **kwargs: Any) -> None:
+        super().__init__(encoder_channels, **kwargs)
+        p = self.p5.out_channels
+        self.fpn_convs = nn.ModuleList(nn.Conv2d(p, p, 3, padding=1) for _ in range(4))
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        c2, c3, c4, c5 = features[-4:]
+        p5 = self.p5(c5)
+        p4 = self.p4(p5, c4)
+        p3 = self.p3(p4, c3)
+        p2 = self.p2(p3, c2)
+        pyramid = [conv(p) for conv, p in zip(self.fpn_convs, (p5, p4, p3, p2))]
+        x = self.merge([blk(p) for blk, p in zip(self.seg_blocks, pyramid)])
+        return self.dropout(x)
+
+
+class AuxFCNHead(nn.Module):
+    """mmseg's auxiliary FCNHead: 3x3 conv-BN-ReLU, dropout, 1x1 classifier (training only)."""
+
+    def __init__(self, in_channels: int, num_classes: int, channels: int = AUX_CHANNELS) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+        )
+        self.drop = nn.Dropout2d(0.1)
+        self.cls = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cls(self.drop(self.conv(x)))
+
+
+class SegmentationNet(nn.Module):
+    """Encoder, decoder and head from smp, plus the optional auxiliary head.
+
+    ``forward`` returns logits at the input resolution; ``forward_train`` also returns the
+    auxiliary logits (or None).
+    """
+
+    def __init__(self, base: smp.base.SegmentationModel, aux_head: nn.Module | None) -> None:
+        super().__init__()
+        self.encoder, self.decoder = base.encoder, base.decoder
+        self.segmentation_head = base.segmentation_head
+        self.aux_head = aux_head
+
+    def _logits(self, x: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
+        logits = self.segmentation_head(self.decoder(features))
+        if logits.shape[-2:] != x.shape[-2:]:
+            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits
+
+    def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        features = self.encoder(x)
+        if self.aux_head is None:
+            return self._logits(x, features), None
+        # features: the input, stride 2 (empty for 4-stage nets), then strides 4, 8, 16, 32.
+        aux = self.aux_head(features[-4 + AUX_STAGE])
+        aux = F.interpolate(aux, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return self._logits(x, features), aux
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._logits(x, self.encoder(x))
+
+
+def build_segmentation_net(
+    backbone: str,
+    decoder: DecoderName,
+    num_classes: int,
+    aux_head: bool | None = None,
+    **backbone_kwargs: Any,
+) -> SegmentationNet:
+    """The paper's head over ``backbone`` (any name with ``features_only``, ours or timm's).
+
+    ``backbone_kwargs`` go to ``timm.create_model`` (``drop_path_rate`` of Table 10, ...);
+    ``aux_head`` defaults to True for UperNet, as in mmseg.
+    """
+    name = f"tu-{backbone}"
+    if decoder == "fpn":
+        base = smp.FPN(
+            encoder_name=name,
+            encoder_weights=None,
+            classes=num_classes,
+            decoder_pyramid_channels=FPN_PYRAMID,
+            decoder_segmentation_channels=FPN_SEGMENTATION,
+            decoder_dropout=FPN_DROPOUT,
+            **backbone_kwargs,
+        )
+        base.decoder = FPNNeckDecoder(
+            base.encoder.out_channels,
+            encoder_depth=5,
+            pyramid_channels=FPN_PYRAMID,
+            segmentation_channels=FPN_SEGMENTATION,
+            dropout=FPN_DROPOUT,
+        )
+    elif decoder == "upernet":
+        base = smp.UPerNet(
+            encoder_name=name,
+            encoder_weights=None,
+            classes=num_classes,
+            decoder_channels=UPERNET_CHANNELS,
+            **backbone_kwargs,
+        )
+    else:
+        raise ValueError(f"decoder={decoder!r} is unknown; use 'fpn' or 'upernet'")
+    if aux_head is None:
+        aux_head = decoder == "upernet"
+    aux = None
+    if aux_head:
+        aux = AuxFCNHead(base.encoder.out_channels[-4 + AUX_STAGE], num_classes)
+    return SegmentationNet(base, aux)
+
+
+def slide_logits(
+    net: nn.Module, x: torch.Tensor, num_classes: int, crop: int = 512, stride: int = 341
+) -> torch.Tensor:
+    """mmseg's sliding-window inference: overlapping ``crop`` windows, logits averaged."""
+    b, _, h, w = x.shape
+    rows = max(h - crop + stride - 1, 0) // stride + 1
+    cols = max(w - crop + stride - 1, 0) // stride + 1
+    out = x.new_zeros(b, num_classes, h, w)
+    count = x.new_zeros(1, 1, h, w)
+    for r in range(rows):
+        for c in range(cols):
+            y1, x1 = min(r * stride, max(h - crop, 0)), min(c * stride, max(w - crop, 0))
+            y2, x2 = min(y1 + crop, h), min(x1 + crop, w)
+            out[:, :, y1:y2, x1:x2] += net(x[:, :, y1:y2, x1:x2]).float()
+            count[:, :, y1:y2, x1:x2] += 1
+    return out / count

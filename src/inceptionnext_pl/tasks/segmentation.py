@@ -1,0 +1,174 @@
+"""SemanticSegmenter: the paper's ADE20K experiments (Sec. 4.2, Tables 6, 7 and 10)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+from ..models import check_model_name
+from ..optim import ScheduleName
+from ..seg.networks import DecoderName, build_segmentation_net, slide_logits
+from .base import DistBN, TaskModule, check_range, check_recipe
+
+Inference = Literal["whole", "slide"]
+
+
+class SemanticSegmenter(TaskModule):
+    """Semantic segmentation: Semantic FPN or UperNet over any ``features_only`` backbone.
+
+    Args:
+        backbone: ours (``inceptionnext_tiny``, ...) or timm's ResNet, ConvNeXt, Swin.
+        decoder: ``fpn`` (Table 7: 256 pyramid / 128 segmentation channels, mmseg's 3x3
+            output convs) or ``upernet`` (Table 6: 512 channels, auxiliary FCN head on stage 3
+            in training, loss weight ``aux_weight``).
+        num_classes: ``None`` takes it from the datamodule (150 for ADE20K).
+        ignore_index: label that counts neither in the loss nor in the metrics.
+        pretrained: ImageNet weights of the backbone: a zoo entry, a checkpoint file or the run
+            directory of an ImageClassifier run. Loaded exactly into the encoder.
+        drop_path_rate: the backbone's stochastic depth (Table 10).
+        backbone_kwargs: further ``timm.create_model`` arguments of the backbone.
+        inference: ``whole`` image or mmseg's ``slide`` windows (``slide_crop``, ``slide_stride``).
+        base_lr: LR per ``lr_base_batch`` images (6e-5 at 16 for UperNet, 2e-4 at 32 for FPN).
+        scheduler, poly_power, warmup_steps, warmup_lr, min_lr: poly decay after linear warmup.
+        The remaining recipe arguments are those of ImageClassifier.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "inceptionnext_tiny",
+        decoder: DecoderName = "fpn",
+        num_classes: int | None = None,
+        ignore_index: int = 255,
+        pretrained: str | None = None,
+        drop_path_rate: float = 0.0,
+        backbone_kwargs: dict[str, Any] | None = None,
+        aux_weight: float = 0.4,
+        inference: Inference = "whole",
+        slide_crop: int = 512,
+        slide_stride: int = 341,
+        optimizer: str = "adamw",
+        base_lr: float = 2e-4,
+        lr_base_batch: int = 32,
+        weight_decay: float = 1e-4,
+        opt_eps: float = 1e-8,
+        betas: Sequence[float] = (0.9, 0.999),
+        scheduler: ScheduleName = "poly",
+        poly_power: float = 0.9,
+        warmup_steps: int = 0,
+        warmup_lr: float = 1e-6,
+        min_lr: float = 0.0,
+        layer_decay: float | None = None,
+        freeze_backbone_epochs: int = 0,
+        ema_decay: float | None = None,
+        dist_bn: DistBN = "reduce",
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        check_model_name(backbone)
+        self.save_hyperparameters()
+        check_recipe(self.hparams)
+        check_range("aux_weight", aux_weight, 0.0, None)
+        check_range("warmup_steps", warmup_steps, 0, None)
+        if decoder not in ("fpn", "upernet"):
+            raise ValueError(f"decoder={decoder!r} is unknown; use 'fpn' or 'upernet'")
+        if num_classes is not None:
+            self.build(num_classes)
+
+    # ---------------------------------------------------------------- pieces
+    def _backbone_kwargs(self) -> dict[str, Any]:
+        kwargs = dict(self.hparams.backbone_kwargs or {})
+        if self.hparams.drop_path_rate:
+            kwargs["drop_path_rate"] = self.hparams.drop_path_rate
+        return kwargs
+
+    def build_network(self, num_classes: int) -> nn.Module:
+        hp = self.hparams
+        return build_segmentation_net(
+            hp.backbone, hp.decoder, num_classes, **self._backbone_kwargs()
+        )
+
+    def load_pretrained_weights(self, source: str) -> Any:
+        from ..seg.weights import load_backbone
+
+        report, n = load_backbone(
+            self.model.encoder, self.hparams.backbone, source, **self._backbone_kwargs()
+        )
+        return f"{n} encoder tensors ({report})"
+
+    def head_parameter_names(self) -> list[str]:
+        return [n for n, _ in self.model.named_parameters() if not n.startswith("encoder.")]
+
+    def schedule_steps(self, steps_per_epoch: int) -> tuple[float, int]:
+        return self.hparams.warmup_steps, 0
+
+    def make_metrics(self) -> MetricCollection:
+        n, ignore = self.hparams.num_classes, self.hparams.ignore_index
+        # mmseg's definitions: per-class IoU and accuracy averaged over the classes present.
+        return MetricCollection(
+            {
+                "mIoU": MulticlassJaccardIndex(n, average="macro", ignore_index=ignore),
+                "mAcc": MulticlassAccuracy(n, average="macro", ignore_index=ignore),
+                "aAcc": MulticlassAccuracy(n, average="micro", ignore_index=ignore),
+            },
+            compute_groups=False,
+        )
+
+    # ----------------------------------------------------------------- steps
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, classes, H, W) at the input resolution, by the configured inference."""
+        return self.infer(self.model, x)
+
+    def infer(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        x = self.prepare_input(x)
+        if self.hparams.inference == "slide":
+            hp = self.hparams
+            return slide_logits(net, x, hp.num_classes, hp.slide_crop, hp.slide_stride)
+        return net(x)
+
+    def _loss(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), mask, ignore_index=self.hparams.ignore_index)
+
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        x, mask = batch
+        logits, aux = self.model.forward_train(self.prepare_input(x))
+        loss = self._loss(logits, mask)
+        n = x.shape[0]
+        if aux is not None:
+            aux_loss = self._loss(aux, mask)
+            self.log("train/aux_loss", aux_loss, on_step=True, on_epoch=True, batch_size=n)
+            loss = loss + self.hparams.aux_weight * aux_loss
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        return loss
+
+    def evaluate(self, batch: Any, prefix: str, net: nn.Module | None = None) -> None:
+        x, mask = batch
+        logits = self.infer(net or self.model, x)
+        if logits.shape[-2:] != mask.shape[-2:]:  # masks evaluated at their own resolution
+            logits = F.interpolate(
+                logits, size=mask.shape[-2:], mode="bilinear", align_corners=False
+            )
+        metrics = self.metrics_for(prefix)
+        metrics.update(logits.argmax(1), mask)
+        n = x.shape[0]
+        self.log(f"{prefix}/loss", self._loss(logits, mask), sync_dist=True, batch_size=n)
+        for name, metric in metrics.items():
+            self.log(f"{prefix}/{name}", metric, prog_bar=name == "mIoU", batch_size=n)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.evaluate(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self.evaluate(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        return self(x).argmax(1)

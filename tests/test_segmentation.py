@@ -1,0 +1,113 @@
+"""SemanticSegmenter: the paper's sizes, exact backbone transfer, metrics, inference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from inceptionnext_pl.models.table import count
+from inceptionnext_pl.seg.networks import build_segmentation_net, slide_logits
+from inceptionnext_pl.seg.weights import feature_net_names
+from inceptionnext_pl.tasks import ImageClassifier
+from inceptionnext_pl.tasks.segmentation import SemanticSegmenter
+from inceptionnext_pl.zoo import StateDictMismatchError
+
+# Tables 6 and 7: (decoder, backbone, input (H, W)) -> (params M, MACs G).
+PAPER = {
+    ("fpn", "inceptionnext_tiny", (512, 512)): (28, 44),
+    ("fpn", "inceptionnext_small", (512, 512)): (50, 65),
+    ("fpn", "inceptionnext_base", (512, 512)): (85, 100),
+    ("upernet", "inceptionnext_tiny", (512, 2048)): (56, 933),
+    ("upernet", "inceptionnext_small", (512, 2048)): (78, 1020),
+    ("upernet", "inceptionnext_base", (512, 2048)): (115, 1159),
+}
+
+
+@pytest.mark.parametrize(
+    "key", list(PAPER), ids=lambda k: f"{k[0]}-{k[1]}" if isinstance(k, tuple) else None
+)
+def test_sizes_match_the_paper(key):
+    decoder, backbone, size = key
+    with torch.device("meta"):
+        module = SemanticSegmenter(backbone=backbone, decoder=decoder, num_classes=150)
+    params, macs = count(module.model, size)
+    want_p, want_m = PAPER[key]
+    assert abs(params - want_p) / want_p < 0.05, (params, want_p)
+    assert abs(macs - want_m) / want_m < 0.05, (macs, want_m)
+
+
+@pytest.fixture(scope="module")
+def classifier_ckpt(tmp_path_factory):
+    """An ImageClassifier checkpoint with non-trivial weights and BN statistics."""
+    torch.manual_seed(3)
+    module = ImageClassifier("inceptionnext_atto", num_classes=10)
+    with torch.no_grad():
+        for t in module.model.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(torch.randn_like(t).abs() if t.ndim == 1 else torch.randn_like(t))
+    path = tmp_path_factory.mktemp("cls") / "last.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    return path, {k: v.clone() for k, v in module.model.state_dict().items()}
+
+
+@pytest.mark.parametrize("decoder", ["fpn", "upernet"])
+def test_classification_backbone_loads_exactly(classifier_ckpt, decoder):
+    path, cls_sd = classifier_ckpt
+    seg = SemanticSegmenter(
+        backbone="inceptionnext_atto", decoder=decoder, num_classes=11, pretrained=str(path)
+    )
+    names = feature_net_names(ImageClassifier("inceptionnext_atto", num_classes=10).model)
+    enc = seg.model.encoder.state_dict()
+    loaded = 0
+    for key, value in cls_sd.items():
+        target = "model." + names[key]
+        if target in enc:
+            assert torch.equal(enc[target], value), key
+            loaded += 1
+    # every encoder tensor came from the checkpoint: the backbone without its head
+    assert loaded == len(enc) == len([k for k in cls_sd if not k.startswith("head.")])
+
+
+def test_weights_of_another_backbone_are_refused_with_the_keys(classifier_ckpt):
+    path, _ = classifier_ckpt
+    with pytest.raises(StateDictMismatchError, match=r"stem\.0\.weight"):
+        SemanticSegmenter(
+            backbone="inceptionnext_atto",
+            backbone_kwargs={"dims": (48, 96, 192, 384)},
+            num_classes=11,
+            pretrained=str(path),
+        )
+
+
+def test_metrics_against_a_hand_computed_confusion_matrix():
+    module = SemanticSegmenter(backbone="inceptionnext_atto", num_classes=3, ignore_index=255)
+    metrics = module.make_metrics()
+    target = torch.tensor([[0, 0, 1, 1], [2, 2, 255, 1]])
+    pred = torch.tensor([[0, 1, 1, 1], [2, 0, 2, 0]])
+    metrics.update(pred[None], target[None])
+    got = {k: float(v) for k, v in metrics.compute().items()}
+    # Confusion matrix (rows truth, columns prediction), the ignored pixel left out:
+    #   0: [1, 1, 0]   1: [1, 2, 0]   2: [1, 0, 1]
+    iou = [1 / (2 + 3 - 1), 2 / (3 + 3 - 2), 1 / (2 + 1 - 1)]
+    acc = [1 / 2, 2 / 3, 1 / 2]
+    assert got["mIoU"] == pytest.approx(sum(iou) / 3)
+    assert got["mAcc"] == pytest.approx(sum(acc) / 3)
+    assert got["aAcc"] == pytest.approx(4 / 7)
+
+
+def test_sliding_window_matches_whole_image_on_a_pointwise_net():
+    net = nn.Conv2d(3, 5, 1)
+    x = torch.randn(2, 3, 37, 53)
+    whole = net(x)
+    slid = slide_logits(net, x, num_classes=5, crop=16, stride=11)
+    assert torch.allclose(slid, whole, atol=1e-6)
+
+
+def test_upernet_trains_with_its_auxiliary_head():
+    net = build_segmentation_net("inceptionnext_atto", "upernet", num_classes=4)
+    logits, aux = net.forward_train(torch.randn(2, 3, 64, 64))
+    assert logits.shape == aux.shape == (2, 4, 64, 64)
+    assert net.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 4, 64, 64)
+    fpn = build_segmentation_net("inceptionnext_atto", "fpn", num_classes=4)
+    assert fpn.aux_head is None and fpn.forward_train(torch.randn(1, 3, 64, 64))[1] is None
