@@ -49,8 +49,10 @@ def test_builds_timm_baselines(name):
 
 
 def test_unknown_name_suggests_close_names():
-    with pytest.raises(UnknownModelError, match="inceptionnext_tiny"):
+    with pytest.raises(UnknownModelError, match="inceptionnext_tiny") as info:
         create_model("inceptionnext_tinny")
+    suggested = str(info.value).split("Did you mean: ")[1].split("?")[0].split(", ")
+    assert len(suggested) == len(set(suggested)) > 1  # each name once
     with pytest.raises(UnknownModelError, match="Unknown model 'nonsense_net'"):
         create_model("nonsense_net")
 
@@ -119,8 +121,8 @@ def test_features_only_and_timm_api():
     assert model.get_classifier() is model.head.fc2
     model.reset_classifier(4)
     assert model(x).shape == (2, 4)
-    with pytest.raises(ValueError, match="isotropic"):
-        create_model("inceptionnext_small_iso", features_only=True)
+    iso = timm.create_model("inceptionnext_small_iso", features_only=True, depth=4, dim=96)
+    assert [o.shape for o in iso(torch.randn(1, 3, 64, 64))] == [(1, 96, 4, 4)] * 3
 
 
 def test_grad_checkpointing_matches():
@@ -251,7 +253,7 @@ def test_metanext_attn_gradients_are_finite():
 
 
 def test_convnext_variant_facebook_round_trip():
-    from inceptionnext_pl.models.convnext_variants import checkpoint_filter_fn, to_facebook
+    from inceptionnext_pl.zoo.keymaps import checkpoint_filter_fn, to_facebook
 
     model = create_model("convnext_tiny_k3_par1_4", num_classes=10).eval()
     fb = to_facebook(model.state_dict(), partial=True)
@@ -265,5 +267,9 @@ def test_convnext_variant_facebook_round_trip():
 
 
 def test_package_exports():
+    from importlib.metadata import version
+
     assert inceptionnext_pl.create_model is create_model
-    assert inceptionnext_pl.__version__
+    assert inceptionnext_pl.__version__ == version("inceptionnext-pl")
+    for name in inceptionnext_pl.__all__:
+        assert getattr(inceptionnext_pl, name) is not None, name

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from inceptionnext_pl import create_model
 from inceptionnext_pl.models import MetaNeXt, MixerCfg
-from inceptionnext_pl.models.convnext_variants import to_facebook
+from inceptionnext_pl.zoo.keymaps import to_facebook
 from inceptionnext_pl.zoo import (
     StateDictMismatchError,
     UnknownEntryError,

@@ -1,11 +1,19 @@
-"""Registration of our variants with timm's registry, without overriding timm's own names."""
+"""Registration of our variants with timm's registry, without overriding timm's own names.
+
+Where released weights exist, a variant's pretrained config is read from the zoo registry
+(``checkpoints/registry.yaml``, the one place their URLs, hub ids and preprocessing are written).
+"""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
+from functools import cache
+from pathlib import Path
 from typing import Any
 
+import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, is_model
 from timm.models._registry import register_model
@@ -31,6 +39,35 @@ def cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
     }
 
 
+@cache
+def _zoo_entries() -> dict[str, Any]:
+    """Every name and alias of the registry shipped with the package -> its entry."""
+    from ..zoo import registry
+
+    # The package's own copy (a link to checkpoints/registry.yaml in a checkout), not a registry
+    # chosen through $INCEPTIONNEXT_ZOO_REGISTRY: timm's configs for our names stay fixed.
+    entries = registry.load_registry(Path(registry.__file__).with_name("registry.yaml"))
+    return {n: e for e in entries.values() for n in (e.name, *e.aliases)}
+
+
+def zoo_cfg(tag: str, reduction: int = 32, **kwargs: Any) -> dict[str, Any]:
+    """The pretrained config of ``arch.tag`` from its zoo entry: sources and preprocessing."""
+    entry = _zoo_entries()[tag]
+    url = next((s.url for s in entry.sources if s.url), "")
+    hf_hub_id = next((s.hf for s in entry.sources if s.hf), None)
+    _, h, w = entry.input_size
+    return cfg(
+        url,
+        **({"hf_hub_id": hf_hub_id} if hf_hub_id else {}),
+        input_size=tuple(entry.input_size),
+        pool_size=(h // reduction, w // reduction),
+        crop_pct=entry.crop_pct,
+        interpolation=entry.interpolation,
+        license=entry.license,
+        **kwargs,
+    )
+
+
 def register(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Register ``fn`` with timm unless timm already owns the name; ours stays reachable either way."""
     name = fn.__name__
@@ -44,16 +81,26 @@ def register(fn: Callable[..., Any]) -> Callable[..., Any]:
     return register_model(fn)
 
 
-def build(cls: type, variant: str, pretrained: bool, feature_out: int = 4, **kwargs: Any) -> Any:
-    """Build through timm so that ``features_only``, pretrained configs and loading behave as in timm."""
-    if kwargs.get("features_only") and feature_out < 2:
-        raise ValueError(
-            f"{variant} is isotropic (one stage): features_only is for the 4-stage models"
+def build(
+    cls: type, variant: str, pretrained: bool, feature_cfg: dict[str, Any], **kwargs: Any
+) -> Any:
+    """Build through timm so that ``features_only``, pretrained configs and loading behave as in timm.
+
+    Weights that timm loads (``pretrained=True``: the hub copy, the release URL or
+    ``pretrained_cfg_overlay=dict(file=...)``) pass through ``zoo.keymaps.checkpoint_filter_fn``,
+    which reads the official, timm and facebook key layouts.
+    """
+    from ..zoo.keymaps import checkpoint_filter_fn
+
+    # timm's factory passes device / dtype to the model as its own models take them.
+    device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+    with torch.device(device) if device is not None else nullcontext():
+        model = build_model_with_cfg(
+            cls,
+            variant,
+            pretrained,
+            feature_cfg=dict(feature_cfg),  # timm edits it in place
+            pretrained_filter_fn=checkpoint_filter_fn,
+            **kwargs,
         )
-    return build_model_with_cfg(
-        cls,
-        variant,
-        pretrained,
-        feature_cfg=dict(out_indices=tuple(range(feature_out)), flatten_sequential=True),
-        **kwargs,
-    )
+    return model if dtype is None else model.to(dtype=dtype)

@@ -36,7 +36,7 @@ def check_model_name(name: str) -> None:
     arch = split_model_name_tag(name)[0]
     if arch in OUR_MODELS or timm.is_model(arch):
         return
-    known = list(OUR_MODELS) + timm.list_models()
+    known = list(dict.fromkeys([*OUR_MODELS, *timm.list_models()]))  # ours are in timm's list too
     close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise UnknownModelError(

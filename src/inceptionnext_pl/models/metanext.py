@@ -3,21 +3,48 @@
 Module names and parameter shapes follow the official release and timm's ``inception_next``,
 so their state dicts load unchanged (stem.0/1, stages.i.downsample.0/1,
 stages.i.blocks.j.{token_mixer, norm, mlp.fc1, mlp.fc2, gamma}, head.{fc1, norm, fc2}).
+Both networks carry timm's model API: classifier reset with any of timm's pooling types,
+``forward_intermediates`` / ``prune_intermediate_layers``, gradient checkpointing, and
+TorchScript / FX compatibility.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: TorchScript reads the forward annotations.
 from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from timm.layers import DropPath, LayerNorm2d, trunc_normal_
-from timm.models._manipulate import checkpoint_seq
+import torch.fx
+import torch.nn.functional as F
+from timm.layers import (
+    DropPath,
+    LayerNorm2d,
+    SelectAdaptivePool2d,
+    get_device_dtype,
+    register_notrace_function,
+    trunc_normal_,
+)
+from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint, checkpoint_seq
 from torch import nn
 
 from .token_mixers import MixerCfg, build_token_mixer
 
 NormName = Literal["batch", "layer"]
+HeadName = Literal["mlp", "linear"]
+# timm's SelectAdaptivePool2d types; '' keeps the map, and the head then runs at every position.
+POOL_TYPES = (
+    "",
+    "avg",
+    "max",
+    "avgmax",
+    "catavgmax",
+    "fast",
+    "fastavg",
+    "fastmax",
+    "fastavgmax",
+    "fastcatavgmax",
+)
+OUTPUT_FORMATS = ("NCHW", "NLC")
 
 
 def drop_path_rates(rate: float, depth: int) -> list[float]:
@@ -32,6 +59,13 @@ def norm_layer(name: NormName, dim: int) -> nn.Module:
     if name == "layer":
         return LayerNorm2d(dim, eps=1e-6)
     raise ValueError(f"norm={name!r} is unknown; use 'batch' or 'layer'")
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Conv2d | nn.Linear):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
 
 
 class ConvMlp(nn.Module):
@@ -112,90 +146,205 @@ class MetaNeXtStage(nn.Module):
         return self.blocks(x)
 
 
-class MlpClassifierHead(nn.Module):
-    """avg-pool -> fc1 -> GELU -> LayerNorm -> dropout -> fc2 (InceptionNeXt's head)."""
+# ----------------------------------------------------------------------------------- heads
+def _pool(pool_type: str) -> SelectAdaptivePool2d:
+    if pool_type not in POOL_TYPES:
+        raise ValueError(
+            f"global_pool={pool_type!r} is unknown; use one of {POOL_TYPES} "
+            "('' keeps the feature map and applies the head at every position)"
+        )
+    return SelectAdaptivePool2d(pool_type=pool_type, flatten=bool(pool_type))
+
+
+class _Head(nn.Module):
+    """Pooling, then layers on the channel axis; with pool ``''`` they run at every position.
+
+    The layers before the classifier are pretrained and kept by ``reset`` unless
+    ``reset_other``; the first of them (``first``) reads the pooled width, so a pooling type that
+    changes it (catavgmax) needs them removed. Parameter names stay those of the released heads.
+    """
+
+    classifier_name = "fc"
+    first = ""  # name of the pre-classifier layer that reads the pooled features
+
+    def _setup_pool(self, pool_type: str) -> None:
+        self.global_pool = _pool(pool_type)
+        self.dense = not pool_type  # a plain bool: FX and TorchScript branch on it as a constant
+
+    def _pooled_width(self, pool: SelectAdaptivePool2d) -> int:
+        return self.in_features * pool.feat_mult()
+
+    def _drop_pre(self) -> None:
+        raise NotImplementedError
+
+    def reset(
+        self,
+        num_classes: int,
+        pool_type: str | None = None,
+        reset_other: bool = False,
+        in_features: int | None = None,
+    ) -> None:
+        dd = get_device_dtype(self)
+        first = getattr(self, self.first)
+        has_pre = isinstance(first, nn.Linear | nn.LayerNorm)
+        if in_features is not None and in_features != self.in_features:
+            if has_pre and not reset_other:
+                raise ValueError(
+                    f"the head's {self.first} takes {self.in_features} features, not "
+                    f"{in_features}: pass reset_other=True to remove the layers before the classifier"
+                )
+            self.in_features = in_features
+        if pool_type is not None:
+            pool = _pool(pool_type)
+            width = self._pooled_width(pool)
+            if has_pre and not reset_other and _in_width(first) != width:
+                raise ValueError(
+                    f"global_pool={pool_type!r} pools to {width} features, but the head's "
+                    f"{self.first} takes {_in_width(first)}: pass reset_other=True to remove the "
+                    "layers before the classifier, or build the model with this global_pool"
+                )
+            self._setup_pool(pool_type)
+            self.global_pool.train(self.training)
+        if reset_other:
+            self._drop_pre()
+        if reset_other or not has_pre:
+            self.num_features = self._pooled_width(self.global_pool)
+        fc = nn.Linear(self.num_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        _init_weights(fc)
+        setattr(self, self.classifier_name, fc.train(self.training))
+
+
+def _in_width(layer: nn.Module) -> int:
+    return layer.in_features if isinstance(layer, nn.Linear) else layer.normalized_shape[0]
+
+
+class MlpClassifierHead(_Head):
+    """pool -> fc1 -> GELU -> LayerNorm -> dropout -> fc2 (InceptionNeXt's head)."""
+
+    classifier_name = "fc2"
+    first = "fc1"
 
     def __init__(
-        self, dim: int, num_classes: int, mlp_ratio: float = 3.0, drop: float = 0.0
+        self,
+        dim: int,
+        num_classes: int,
+        pool_type: str = "avg",
+        mlp_ratio: float = 3.0,
+        drop: float = 0.0,
     ) -> None:
         super().__init__()
+        self.in_features = dim
+        self._setup_pool(pool_type)
         hidden = int(mlp_ratio * dim)
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = nn.Linear(self._pooled_width(self.global_pool), hidden)
         self.act = nn.GELU()
         self.norm = nn.LayerNorm(hidden, eps=1e-6)
         self.drop = nn.Dropout(drop)
+        self.num_features = hidden
         self.fc2 = nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
-        self.classifier_name = "fc2"
+
+    def _drop_pre(self) -> None:
+        self.fc1, self.act, self.norm = nn.Identity(), nn.Identity(), nn.Identity()
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(self.norm(self.act(self.fc1(x.mean((2, 3))))))
-        return x if pre_logits else self.fc2(x)
+        x = self.global_pool(x)
+        if self.dense:
+            x = x.permute(0, 2, 3, 1)
+        x = self.drop(self.norm(self.act(self.fc1(x))))
+        if not pre_logits:
+            x = self.fc2(x)
+        if self.dense:
+            x = x.permute(0, 3, 1, 2)
+        return x
 
 
-class NormLinearHead(nn.Module):
-    """avg-pool -> LayerNorm -> dropout -> fc (ConvNeXt's head)."""
+class NormLinearHead(_Head):
+    """pool -> LayerNorm -> dropout -> fc (ConvNeXt's head)."""
 
-    def __init__(self, dim: int, num_classes: int, drop: float = 0.0) -> None:
+    classifier_name = "fc"
+    first = "norm"
+
+    def __init__(
+        self, dim: int, num_classes: int, pool_type: str = "avg", drop: float = 0.0
+    ) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.in_features = dim
+        self._setup_pool(pool_type)
+        width = self._pooled_width(self.global_pool)
+        self.norm = nn.LayerNorm(width, eps=1e-6)
         self.drop = nn.Dropout(drop)
-        self.fc = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
-        self.classifier_name = "fc"
+        self.num_features = width
+        self.fc = nn.Linear(width, num_classes) if num_classes > 0 else nn.Identity()
+
+    def _drop_pre(self) -> None:
+        self.norm = nn.Identity()
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(self.norm(x.mean((2, 3))))
-        return x if pre_logits else self.fc(x)
-
-
-HeadName = Literal["mlp", "linear"]
+        x = self.global_pool(x)
+        if self.dense:
+            x = x.permute(0, 2, 3, 1)
+        x = self.drop(self.norm(x))
+        if not pre_logits:
+            x = self.fc(x)
+        if self.dense:
+            x = x.permute(0, 3, 1, 2)
+        return x
 
 
 def build_head(
-    kind: HeadName, dim: int, num_classes: int, drop: float, mlp_ratio: float = 3.0
-) -> nn.Module:
+    kind: HeadName,
+    dim: int,
+    num_classes: int,
+    pool_type: str,
+    drop: float,
+    mlp_ratio: float = 3.0,
+) -> _Head:
     if kind == "mlp":
-        return MlpClassifierHead(dim, num_classes, mlp_ratio=mlp_ratio, drop=drop)
+        return MlpClassifierHead(dim, num_classes, pool_type, mlp_ratio=mlp_ratio, drop=drop)
     if kind == "linear":
-        return NormLinearHead(dim, num_classes, drop=drop)
+        return NormLinearHead(dim, num_classes, pool_type, drop=drop)
     raise ValueError(f"head={kind!r} is unknown; use 'mlp' or 'linear'")
 
 
-class _ClassifierMixin:
-    """timm's model API shared by both MetaNeXt networks."""
+def _check_fmt(output_fmt: str, allowed: tuple[str, ...]) -> None:
+    if output_fmt not in allowed:
+        raise ValueError(f"output_fmt={output_fmt!r} is not supported here; use one of {allowed}")
 
-    head: nn.Module
-    num_classes: int
-    drop_rate: float
+
+# -------------------------------------------------------------------------------- networks
+class _ClassifierMixin:
+    """timm's classifier API, shared by both MetaNeXt networks."""
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return getattr(self.head, self.head.classifier_name)
 
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        if global_pool not in (None, "avg"):
-            raise ValueError(f"global_pool={global_pool!r}: MetaNeXt heads only average-pool")
+    def reset_classifier(
+        self, num_classes: int, global_pool: str | None = None, reset_other: bool = False
+    ) -> None:
+        """A new classifier for ``num_classes`` (0: none), optionally with another pooling.
+
+        ``global_pool=''`` keeps the spatial map: ``forward`` then returns (B, C, H, W) with the
+        head applied at every position. ``reset_other`` also removes the pretrained layers before
+        the classifier (needed for a pooling that changes the width, such as ``catavgmax``).
+        """
         self.num_classes = num_classes
-        old = self.get_classifier()
-        in_features = (
-            old.in_features if isinstance(old, nn.Linear) else self.head.norm.normalized_shape[0]
+        self.head.reset(
+            num_classes, global_pool, reset_other=reset_other, in_features=self.num_features
         )
-        fc = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
-        if isinstance(fc, nn.Linear):
-            _init_weights(fc)
-        setattr(self.head, self.head.classifier_name, fc)
+        self.head_hidden_size = self.head.num_features
+        if global_pool is not None:
+            self.global_pool = global_pool
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return set()
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Conv2d | nn.Linear):
-        trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
 
 
 class MetaNeXt(_ClassifierMixin, nn.Module):
@@ -222,8 +371,6 @@ class MetaNeXt(_ClassifierMixin, nn.Module):
             raise ValueError(
                 f"depths {tuple(depths)} and dims {tuple(dims)} must have the same length"
             )
-        if global_pool != "avg":
-            raise ValueError(f"global_pool={global_pool!r}: MetaNeXt heads only average-pool")
         if not 0.0 <= drop_path_rate < 1.0 or not 0.0 <= drop_rate < 1.0:
             raise ValueError(
                 f"drop_path_rate={drop_path_rate} and drop_rate={drop_rate} must be in [0, 1)"
@@ -232,7 +379,8 @@ class MetaNeXt(_ClassifierMixin, nn.Module):
         ratios = list(mlp_ratios) if isinstance(mlp_ratios, Sequence) else [mlp_ratios] * n
         if len(ratios) != n:
             raise ValueError(f"mlp_ratios {tuple(ratios)} needs one value per stage ({n})")
-        self.num_classes, self.drop_rate = num_classes, drop_rate
+        self.num_classes, self.drop_rate, self.in_chans = num_classes, drop_rate, in_chans
+        self.global_pool = global_pool
         self.stem = nn.Sequential(
             nn.Conv2d(in_chans, dims[0], 4, stride=4), norm_layer(norm, dims[0])
         )
@@ -257,8 +405,9 @@ class MetaNeXt(_ClassifierMixin, nn.Module):
             prev = dims[i]
             self.feature_info.append(dict(num_chs=prev, reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
-        self.num_features = self.head_hidden_size = prev
-        self.head = build_head(head, prev, num_classes, drop_rate, head_mlp_ratio)
+        self.num_features = prev
+        self.head = build_head(head, prev, num_classes, global_pool, drop_rate, head_mlp_ratio)
+        self.head_hidden_size = self.head.num_features
         self.apply(_init_weights)
 
     @torch.jit.ignore
@@ -275,12 +424,73 @@ class MetaNeXt(_ClassifierMixin, nn.Module):
             else [(r"^stages\.(\d+)\.downsample", (0,)), (r"^stages\.(\d+)\.blocks\.(\d+)", None)],
         )
 
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Stage outputs (timm's semantics: ``indices`` int = last n, sequence = those stages).
+
+        ``norm`` is accepted for timm's wrappers and changes nothing: MetaNeXt has no norm after
+        the last stage (the head normalises pooled features).
+        """
+        _check_fmt(output_fmt, ("NCHW",))
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        intermediates = []
+        x = self.stem(x)
+        stages = (
+            self.stages
+            if torch.jit.is_scripting() or not stop_early
+            else self.stages[: max_index + 1]
+        )
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self,
+        indices: int | list[int] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:
+        """Drop the stages after the last of ``indices`` (and the head); returns the indices kept."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        prune_end = max_index < len(self.stages) - 1
+        self.stages = self.stages[: max_index + 1]
+        if prune_end:
+            self.num_features = self.feature_info[max_index]["num_chs"]
+        if prune_head or prune_end:
+            self.reset_classifier(0, "", reset_other=True)
+        return take_indices
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))
 
 
+@register_notrace_function
+def add_pos_embed(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """``x + pos``, the embedding resized (bicubic) when the grid differs (an FX leaf)."""
+    if pos.shape[-2:] != x.shape[-2:]:
+        pos = F.interpolate(pos, size=x.shape[-2:], mode="bicubic", align_corners=False)
+    return x + pos
+
+
+torch.fx.wrap("add_pos_embed")
+
+
 class MetaNeXtIsotropic(_ClassifierMixin, nn.Module):
-    """Single-stage (ViT-style) MetaNeXt: 16x16 patch stem, ``depth`` blocks at one width (Table 5)."""
+    """Single-stage (ViT-style) MetaNeXt: 16x16 patch stem, ``depth`` blocks at one width (Table 5).
+
+    Its features for timm's wrappers are the block outputs (``feature_info`` has one per block).
+    """
 
     def __init__(
         self,
@@ -300,9 +510,8 @@ class MetaNeXtIsotropic(_ClassifierMixin, nn.Module):
         ls_init_value: float | None = 1e-6,
     ) -> None:
         super().__init__()
-        if global_pool != "avg":
-            raise ValueError(f"global_pool={global_pool!r}: MetaNeXt heads only average-pool")
-        self.num_classes, self.drop_rate = num_classes, drop_rate
+        self.num_classes, self.drop_rate, self.in_chans = num_classes, drop_rate, in_chans
+        self.global_pool = global_pool
         self.stem = nn.Sequential(
             nn.Conv2d(in_chans, dim, patch_size, stride=patch_size), norm_layer(norm, dim)
         )
@@ -318,9 +527,12 @@ class MetaNeXtIsotropic(_ClassifierMixin, nn.Module):
                 for i in range(depth)
             ]
         )
-        self.feature_info = [dict(num_chs=dim, reduction=patch_size, module="blocks")]
-        self.num_features = self.head_hidden_size = dim
-        self.head = build_head("linear", dim, num_classes, drop_rate)
+        self.feature_info = [
+            dict(num_chs=dim, reduction=patch_size, module=f"blocks.{i}") for i in range(depth)
+        ]
+        self.num_features = dim
+        self.head = build_head("linear", dim, num_classes, global_pool, drop_rate)
+        self.head_hidden_size = self.head.num_features
         self.apply(_init_weights)
         if self.pos_embed is not None:
             trunc_normal_(self.pos_embed, std=0.02)
@@ -335,19 +547,63 @@ class MetaNeXtIsotropic(_ClassifierMixin, nn.Module):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
-        return {
-            "pos_embed"
-        }  # full names; 1-D parameters (norms, biases, gamma) are excluded anyway
+        # Full names; 1-D parameters (norms, biases, gamma) are excluded anyway.
+        return {"pos_embed"} if self.pos_embed is not None else set()
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         if self.pos_embed is not None:
-            pos = self.pos_embed
-            if pos.shape[-2:] != x.shape[-2:]:
-                pos = nn.functional.interpolate(
-                    pos, size=x.shape[-2:], mode="bicubic", align_corners=False
-                )
-            x = x + pos
+            x = add_pos_embed(x, self.pos_embed)
+        return x
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Block outputs (timm's semantics), as NCHW maps or NLC token sequences.
+
+        ``norm`` changes nothing: there is no norm after the last block (the head has its own).
+        """
+        _check_fmt(output_fmt, OUTPUT_FORMATS)
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        intermediates = []
+        x = self._embed(x)
+        blocks = (
+            self.blocks
+            if torch.jit.is_scripting() or not stop_early
+            else self.blocks[: max_index + 1]
+        )
+        for i, block in enumerate(blocks):
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(block, x)
+            else:
+                x = block(x)
+            if i in take_indices:
+                intermediates.append(x if output_fmt == "NCHW" else x.flatten(2).transpose(1, 2))
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self,
+        indices: int | list[int] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:
+        """Drop the blocks after the last of ``indices`` (and the head); returns the indices kept."""
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[: max_index + 1]
+        if prune_head:
+            self.reset_classifier(0, "", reset_other=True)
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._embed(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.blocks, x)
         return self.blocks(x)

@@ -4,13 +4,14 @@ Every mixer maps (B, C, H, W) -> (B, C, H, W). Their options live in one ``Mixer
 paper's ablations (Tables 1 and 8) are values of one implementation, not copies of it.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: TorchScript reads the forward annotations.
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.fx
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 from torch import nn
 
 from .kernels import inception_dwconv, unsupported_reason
@@ -100,6 +101,9 @@ class InceptionDWConv2d(nn.Module):
                 f"use a ratio of at least {1.0 / dim:.4g}"
             )
         self.cfg = cfg
+        # Plain attributes for forward (TorchScript cannot read the dataclass).
+        self.fast: str = cfg.fast
+        self.band_sequential: bool = cfg.band_sequential
         sk, bk = cfg.square_kernel_size, cfg.band_kernel_size
         self.dwconv_hw = (
             nn.Conv2d(gc, gc, sk, padding=sk // 2, groups=gc) if "hw" in cfg.branches else None
@@ -123,37 +127,62 @@ class InceptionDWConv2d(nn.Module):
             conv_groups = [gc for b in BRANCHES if b in cfg.branches]
         self.split_indexes = (dim - sum(conv_groups), *conv_groups)
 
+    @torch.jit.ignore
     def use_fast_path(self, x: torch.Tensor) -> bool:
         """Whether ``forward`` runs the fused kernel on ``x`` (raises if ``fast='on'`` cannot)."""
-        if self.cfg.fast == "off" or self.cfg.band_sequential:
+        if self.fast == "off" or self.band_sequential:
             return False
-        reason = unsupported_reason(x, cuda_only=self.cfg.fast == "auto")
-        if reason is not None and self.cfg.fast == "on":
+        reason = unsupported_reason(x, cuda_only=self.fast == "auto")
+        if reason is not None and self.fast == "on":
             raise RuntimeError(
                 f"InceptionDWConv2d(fast='on') cannot run the fused kernel: {reason}. "
                 "Use fast='auto' to fall back to the PyTorch path where it cannot, or fast='off'."
             )
         return reason is None
 
+    @torch.jit.ignore
+    def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        params: list[torch.Tensor | None] = []
+        for conv in (self.dwconv_hw, self.dwconv_w, self.dwconv_h):
+            params += [None, None] if conv is None else [conv.weight, conv.bias]
+        return inception_dwconv(x, *params)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.use_fast_path(x):
-            params = []
-            for conv in (self.dwconv_hw, self.dwconv_w, self.dwconv_h):
-                params += [None, None] if conv is None else [conv.weight, conv.bias]
-            return inception_dwconv(x, *params)
-        return self.forward_reference(x)
+        # The choice depends on the input's device and layout, so it runs inside an FX leaf;
+        # with fast="off" (a constant) tracing and scripting see the PyTorch modules.
+        if torch.jit.is_scripting() or self.fast == "off" or self.band_sequential:
+            return self.forward_reference(x)
+        else:
+            return fused_or_reference(self, x)
 
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
-        x_id, *xs = torch.split(x, self.split_indexes, dim=1)
-        if self.cfg.band_sequential:
-            outs = []
-            if self.dwconv_hw is not None:
-                outs.append(self.dwconv_hw(xs.pop(0)))
-            outs.append(self.dwconv_h(self.dwconv_w(xs[0])))
+        # Indexing, not unpacking, so that FX never iterates the split's proxy.
+        parts = torch.split(x, self.split_indexes, dim=1)
+        outs = [parts[0]]
+        i = 1
+        if self.dwconv_hw is not None:
+            outs.append(self.dwconv_hw(parts[i]))
+            i += 1
+        if self.band_sequential and self.dwconv_w is not None and self.dwconv_h is not None:
+            outs.append(self.dwconv_h(self.dwconv_w(parts[i])))
         else:
-            convs = [m for m in (self.dwconv_hw, self.dwconv_w, self.dwconv_h) if m is not None]
-            outs = [conv(xi) for conv, xi in zip(convs, xs)]
-        return torch.cat((x_id, *outs), dim=1)
+            if self.dwconv_w is not None:
+                outs.append(self.dwconv_w(parts[i]))
+                i += 1
+            if self.dwconv_h is not None:
+                outs.append(self.dwconv_h(parts[i]))
+        return torch.cat(outs, dim=1)
+
+
+@register_notrace_function
+def fused_or_reference(mixer: InceptionDWConv2d, x: torch.Tensor) -> torch.Tensor:
+    """The fused kernel where ``x`` allows it, else the PyTorch modules (an FX leaf)."""
+    if mixer.use_fast_path(x):
+        return mixer.forward_fused(x)
+    return mixer.forward_reference(x)
+
+
+torch.fx.wrap("fused_or_reference")  # a leaf for plain torch.fx / torchvision tracing too
 
 
 class PartialDWConv2d(nn.Module):

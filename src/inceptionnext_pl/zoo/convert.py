@@ -10,7 +10,8 @@ Recognised on reading (``read_checkpoint``), whatever the file extension:
   ``state_dict_ema``) and facebook / DeiT style (``model`` / ``model_ema``);
 * our Lightning checkpoints (``.ckpt``): ``state_dict`` with the network under ``model.``.
 
-EMA weights are taken only when asked for (``ema=True``): a timm EMA kept by the LightningModule
+EMA weights are taken only when asked for (``ema=True``): our ``EMA`` callback's average
+(``callbacks["EMA"]["state_dict"]``), a timm EMA kept by the LightningModule
 (``model_ema.module.*``), the average that Lightning's ``WeightAveraging`` / ``EMAWeightAveraging``
 callbacks write into ``state_dict`` (their raw weights are in ``current_model_state``), or the
 ``*_ema`` entries of training checkpoints. Without it the raw trained weights are read, and asking
@@ -32,14 +33,15 @@ import torch
 from timm.models import clean_state_dict
 
 from ..files import atomic_write_bytes
-from ..models.convnext_variants import from_facebook, is_facebook_format, to_facebook
 from .errors import CheckpointFormatError
+from .keymaps import from_facebook, is_facebook_format, to_facebook
 
 StateDict = dict[str, torch.Tensor]
 Target = Literal["timm", "official", "facebook", "lightning"]
 TARGETS: tuple[str, ...] = ("timm", "official", "facebook", "lightning")
 LIGHTNING_PREFIX = "model."
 LIGHTNING_EMA_PREFIX = "model_ema.module."
+EMA_CALLBACK_KEY = "EMA"  # inceptionnext_pl.callbacks.EMA.state_key
 
 
 @dataclass
@@ -147,8 +149,12 @@ def _from_lightning(ckpt: dict[str, Any], path: Path, ema: bool, prefix: str) ->
     sd = ckpt["state_dict"]
     # Lightning's WeightAveraging callbacks swap the average into `state_dict` on save.
     averaged = "current_model_state" in ckpt
-    timm_ema = any(k.startswith(LIGHTNING_EMA_PREFIX) for k in sd)
+    # Our EMA callback keeps the average in its own state; older runs kept it in the module.
+    callback_ema = ((ckpt.get("callbacks") or {}).get(EMA_CALLBACK_KEY) or {}).get("state_dict")
+    timm_ema = callback_ema is not None or any(k.startswith(LIGHTNING_EMA_PREFIX) for k in sd)
     if ema:
+        if callback_ema is not None:
+            return dict(callback_ema), True
         if timm_ema:
             return _strip(sd, LIGHTNING_EMA_PREFIX), True
         if not averaged:

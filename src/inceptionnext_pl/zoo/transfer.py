@@ -14,6 +14,7 @@ from torch import nn
 from .convert import Checkpoint, StateDict, read_checkpoint
 from .download import ProgressHook, fetch, fetch_source
 from .errors import UnknownEntryError
+from .keymaps import from_facebook
 from .matching import classifier_names, diff_state_dicts, is_classifier_key, mismatch_error
 from .matching import model_name as _model_name
 from .registry import Source, ZooEntry, find_entry, get_entry
@@ -102,8 +103,6 @@ def adapt_keys(ckpt: Checkpoint, model: nn.Module) -> tuple[str, StateDict, list
     Tried: the keys as stored; facebook ConvNeXt -> MetaNeXt; and the architecture's own
     ``checkpoint_filter_fn`` (timm's remap their original release formats, e.g. Swin's).
     """
-    from ..models.convnext_variants import from_facebook
-
     target = set(model.state_dict())
     options: list[tuple[str, StateDict]] = [("as stored", ckpt.state_dict)]
     failed: list[str] = []
