@@ -150,13 +150,11 @@ def datamodule_loop(
     dm = ImageDataModule(
         dataset=dataset,
         image_size=size,
-        batch_size=batch,
-        num_workers=workers,
-        persistent_workers=True,
-        mixup=0.0,
-        cutmix=0.0,
+        loader=dict(batch_size=batch, num_workers=workers, persistent_workers=True),
+        mixup=None,
         cache_dir=cache,
-        **RECIPE,
+        interpolation=RECIPE["interpolation"],
+        augment={k: v for k, v in RECIPE.items() if k != "interpolation"},
     )
     dm.setup("fit")
     loader = dm.train_dataloader()

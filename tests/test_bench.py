@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -15,11 +16,14 @@ import torch
 
 from inceptionnext_pl.bench import main
 from inceptionnext_pl.bench.measure import PeakMemory, cuda_math, with_oom_backoff
-from inceptionnext_pl.bench.plot import PAPER_TOP1, top1
-from inceptionnext_pl.bench.suites import build_model, fixed_input_size
+from inceptionnext_pl.bench.plot import PAPER_TOP1, figure1, top1
+from inceptionnext_pl.bench.spec import SpecError, split_spec
+from inceptionnext_pl.bench.suites import build_model, complexity, fixed_input_size
 from inceptionnext_pl.models import create_model
 from inceptionnext_pl.models.table import count
+from inceptionnext_pl.paper import PAPER
 
+REPO = Path(__file__).resolve().parents[1]
 TINY = ["--img-size", "32", "--batch-size", "2", "--warmup", "1", "--iters", "2", "--threads", "1"]
 
 
@@ -240,10 +244,179 @@ def test_cuda_math_restores_tf32_state_and_peak_memory_sees_allocations() -> Non
         assert mem.mb is not None and mem.mb > 40
 
 
-def test_paper_top1_table() -> None:
-    assert top1("inceptionnext_tiny") == 82.3 and top1("convnext_tiny.fb_in1k") == 82.1
-    assert top1("convnext_tiny_k3") == 81.5 and top1("resnet18") is None
-    assert all(50 < acc < 90 for _, acc in PAPER_TOP1.values())
+def test_top1_lookup_rules() -> None:
+    # tags fall back to the model's row unless the tagged weights have a row of their own
+    assert top1("convnext_tiny.fb_in1k") == PAPER["convnext_tiny"].top1
+    assert top1("resnet50.a1_in1k") == PAPER["resnet50"].top1 == 79.8
+    assert top1("resnet50.tv_in1k") == PAPER["resnet50.tv_in1k"].top1 == 76.1
+    assert top1("resnet18") is None
+    assert top1("metanext_attn_small") is None  # it does not converge: left off the figure
+    assert top1("inceptionnext_base_384") is None  # the figure is at 224²
+    # timm's InceptionNeXt is the same network and weights: same figure, its own label
+    assert PAPER_TOP1["inception_next_tiny"] == ("InceptionNeXt-T (timm)", 82.3)
+    assert top1("inceptionnext_tiny:fast=on") is None  # a spec, not a name: split it first
+
+
+def test_paper_figures_are_read_from_one_module(tmp_path: Path) -> None:
+    """The params table, the plot and the zoo take the paper's figures from inceptionnext_pl.paper."""
+    from inceptionnext_pl.models.table import PAPER as TABLE
+    from inceptionnext_pl.zoo.errors import ZooError
+    from inceptionnext_pl.zoo.registry import load_registry
+
+    assert TABLE and all(
+        TABLE[n] == (PAPER[n].params_m, PAPER[n].macs_g, PAPER[n].img_size) for n in TABLE
+    )
+    for name, (label, acc) in PAPER_TOP1.items():
+        row = PAPER.get(name) or PAPER[name.replace("inception_next_", "inceptionnext_")]
+        assert acc == row.top1 and label.startswith(row.label)
+    reg = tmp_path / "registry.yaml"
+    entry = dict(arch="convnext_tiny", input_size=[3, 224, 224], crop_pct=0.875)
+    entry.update(interpolation="bicubic", license="mit", sources=[{"hf": "timm/x"}])
+    entries = {"a": {**entry, "paper": "convnext_tiny"}}
+    entries["b"] = {**entry, "paper": "resnet50", "top1": None, "top1_ref": "not in the paper"}
+    reg.write_text(json.dumps({"version": 1, "entries": entries}))
+    a, b = load_registry(reg).values()
+    assert (a.top1, a.params_m, a.top1_ref) == (82.1, 28.6, f"paper {PAPER['convnext_tiny'].ref}")
+    assert (b.top1, b.params_m, b.top1_ref) == (None, 26.0, "not in the paper")  # overrides
+    entries["c"] = {**entry, "paper": "convnext_tinny"}
+    reg.write_text(json.dumps({"version": 1, "entries": entries}))
+    with pytest.raises(ZooError, match="'convnext_tinny', which is not a row of"):
+        load_registry(reg)
+
+
+def _paper_text() -> str | None:
+    for path in (REPO.parent / "shared" / "paper" / "inceptionnext-paper.txt",):
+        if path.is_file():
+            return path.read_text()
+    return None
+
+
+def test_paper_figures_match_the_papers_tables() -> None:
+    # Every transcribed row: its numbers appear together on one line of the paper's text.
+    text = _paper_text()
+    if text is None:
+        pytest.skip("the paper's text (shared/paper beside the checkout) is not here")
+    lines = text.splitlines()
+
+    def on_one_line(*numbers: float | None) -> bool:
+        want = [f"{n:g}" if isinstance(n, float) else str(n) for n in numbers if n is not None]
+        pattern = [re.compile(rf"(?<![\d.]){re.escape(w)}(?![\d])") for w in want]
+        return any(all(p.search(line) for p in pattern) for line in lines)
+
+    for name, r in PAPER.items():
+        throughput = [*(r.a100_tf32 or ()), *(r.rtx2080ti_fp32 or ())]
+        if throughput:
+            assert on_one_line(*throughput, r.top1), name
+        else:  # the Sec. 1 quote: a top-1 only
+            assert on_one_line(r.top1), name
+
+
+def test_figure1_labels_do_not_overlap(tmp_path: Path) -> None:
+    from matplotlib.text import Text
+
+    # ours and timm's InceptionNeXt-T land on the same point; ConvNeXt-T right beside them
+    rows = [("inceptionnext_tiny", 41.3), ("inception_next_tiny", 41.1), ("convnext_tiny", 41.9)]
+    rows += [("convnext_tiny_k3", 43.0), ("resnet50", 42.6), ("swin_tiny_patch4_window7_224", 26.2)]
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text("model,train_img_s,device_name,precision\n")
+    with open(csv_path, "a") as f:
+        f.writelines(f"{m},{v},CPU,fp32\n" for m, v in rows)
+    fig, plotted = figure1([csv_path, csv_path])
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    texts = [t for t in ax.texts if t.get_text()]
+    assert len(texts) == len(plotted) == 2 * len(rows)
+    # the text itself: an Annotation's own extent also covers its leader line
+    fig.canvas.draw()
+    boxes = [Text.get_window_extent(t, renderer) for t in texts]
+    for i, a in enumerate(boxes):
+        assert ax.get_window_extent(renderer).contains(a.x0, a.y0), texts[i].get_text()
+        for j, b in enumerate(boxes[:i]):
+            assert not a.overlaps(b), (texts[i].get_text(), texts[j].get_text())
+    points = [ax.transData.transform(o.get_offsets()[0]) for o in ax.collections]
+    for box, text in zip(boxes, texts, strict=True):
+        assert not any(box.contains(*p) for p in points), text.get_text()
+
+
+def test_model_specs_phases_and_keep_going(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["--models", "inceptionnext_atto:fast=off,drop_path_rate=0.1", "convnext_atto"]
+    argv += ["inceptionnext_atto:band_kernel_size=4", *TINY, "--phases", "train"]
+    argv += ["--memory-format", "channels-last", "--keep-going", "--out", str(tmp_path)]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 1  # the failed network, reported once all others ran
+    err = capsys.readouterr().err
+    assert "inceptionnext_atto:band_kernel_size=4: FAILED, going on" in err
+    assert "kernel sizes must be odd" in err
+    rows = _rows(tmp_path / "models-cpu-fp32.csv")
+    assert [r["model"] for r in rows] == [
+        "inceptionnext_atto:fast=off,drop_path_rate=0.1",
+        "convnext_atto",
+    ]
+    assert all(float(r["train_img_s"]) > 0 and r["infer_img_s"] == "" for r in rows)
+    meta = json.loads((tmp_path / "models-cpu-fp32.json").read_text())
+    assert meta["settings"]["phases"] == ["train"]
+    assert list(meta["settings"]["failed"]) == ["inceptionnext_atto:band_kernel_size=4"]
+    with pytest.raises(SpecError, match="is not key=value"):
+        split_spec("inceptionnext_atto:fast")
+    assert split_spec("a:k=7,r=0.25,s=on,t=True") == (
+        "a",
+        {"k": 7, "r": 0.25, "s": "on", "t": True},
+    )
+    with pytest.raises(SystemExit) as exc:
+        main(["--models", "inceptionnext_atto:fast", "--device", "cpu"])
+    assert exc.value.code == 2 and "is not key=value" in capsys.readouterr().err
+
+
+def test_complexity_is_counted_without_running_the_fast_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A GPU run builds ``fast=on`` models; their MACs are counted on the meta device through the
+    # PyTorch mixers, so the count neither needs the kernel nor misses the mixer's MACs.
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    on = complexity("inceptionnext_atto:fast=on", 32)
+    assert on == complexity("inceptionnext_atto:fast=off", 32)
+    assert on == pytest.approx(count(create_model("inceptionnext_atto"), 32))
+
+
+def test_fit_throughput_and_synthetic_data(tmp_path: Path) -> None:
+    import lightning as L
+
+    from inceptionnext_pl import ImageClassifier
+    from inceptionnext_pl.bench.fit import FitThroughput
+    from inceptionnext_pl.bench.synthetic import SyntheticImageDataModule
+
+    dm = SyntheticImageDataModule(batch_size=4, image_size=32, num_classes=10, pool_batches=2)
+    dm.setup("fit")
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.dtype == torch.uint8 and images.shape == (4, 3, 32, 32) and labels.shape == (4,)
+    finished, _ = dm.on_after_batch_transfer((images, labels), 0)  # no trainer: no Mixup
+    assert finished.dtype == torch.float32 and -3 < finished.mean() < 3
+
+    def fit(setting: str, steps: int, warmup: int) -> FitThroughput:
+        cb = FitThroughput(setting, csv=str(tmp_path / "fit.csv"), warmup_steps=warmup)
+        model = ImageClassifier("inceptionnext_atto", num_classes=10, warmup_epochs=0)
+        trainer = L.Trainer(
+            accelerator="cpu", max_steps=steps, callbacks=[cb], logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0,
+            enable_model_summary=False,
+        )  # fmt: skip
+        trainer.fit(model, datamodule=SyntheticImageDataModule(4, 32, 10, pool_batches=2))
+        return cb
+
+    cb = fit("a", steps=4, warmup=1)
+    assert cb.result["img_per_s"] > 0 and cb.result["device"].startswith("CPU")
+    fit("b", steps=3, warmup=2)
+    fit("a", steps=3, warmup=1)  # the same setting again: its row is replaced
+    assert [r["setting"] for r in _rows(tmp_path / "fit.csv")] == ["b", "a"]
+    runs = json.loads((tmp_path / "fit.json").read_text())["runs"]
+    assert [(r["setting"], r["timed_steps"], r["timed_images"]) for r in runs] == [
+        ("b", 1, 4),
+        ("a", 2, 8),
+    ]
+    assert runs[1]["data"]["class"] == "SyntheticImageDataModule"
+    with pytest.raises(ValueError, match="needs trainer.max_steps above it"):
+        fit("c", steps=2, warmup=2)
 
 
 def test_cpu_clock_is_refused_for_gpu_runs(

@@ -25,15 +25,11 @@ def _datamodule() -> ImageDataModule:
         dataset="digits",
         model_name=MODEL,
         image_size=32,
-        batch_size=16,
-        num_workers=0,
-        persistent_workers=False,
-        pin_memory=False,
+        loader=dict(batch_size=16, num_workers=0, persistent_workers=False, pin_memory=False),
         max_train_samples=32,
         max_val_samples=16,
-        auto_augment=None,
-        mixup=0.0,
-        cutmix=0.0,
+        augment=dict(auto_augment=None),
+        mixup=None,
     )
 
 

@@ -55,9 +55,9 @@ SCRIPT = textwrap.dedent(
     results = {}
     for mode, streaming, workers in (("map", False, 1), ("stream", True, 2)):
         dm = ImageDataModule(
-            dataset=data_dir, streaming=streaming, num_workers=workers, persistent_workers=True,
-            batch_size=4, image_size=16, mixup=0.0, cutmix=0.0, auto_augment=None, reprob=0.0,
-            seed=7,
+            dataset=data_dir, streaming=streaming, image_size=16, seed=7, mixup=None,
+            loader=dict(batch_size=4, num_workers=workers, persistent_workers=True),
+            augment=dict(auto_augment=None, reprob=0.0),
         )
         module = Recorder()
         trainer = L.Trainer(

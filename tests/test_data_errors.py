@@ -14,7 +14,10 @@ from inceptionnext_pl.data import DataError, ImageDataModule
 from inceptionnext_pl.data import sources as sources_mod
 
 LIGHT = dict(
-    image_size=16, batch_size=2, num_workers=0, mixup=0.0, cutmix=0.0, auto_augment=None, reprob=0.0
+    image_size=16,
+    loader=dict(batch_size=2, num_workers=0),
+    mixup=None,
+    augment=dict(auto_augment=None, reprob=0.0),
 )
 WNIDS = ["n01440764", "n01443537"]
 
@@ -195,7 +198,7 @@ def test_skip_corrupt_counts_and_logs(tree_with_corrupt, tmp_path, caplog, strea
         cache_dir=str(tmp_path / "c"),
         skip_corrupt=True,
         streaming=streaming,
-        **{**LIGHT, "num_workers": workers, "persistent_workers": False},
+        **{**LIGHT, "loader": dict(batch_size=2, num_workers=workers, persistent_workers=False)},
     )
     dm.setup("fit")
     with caplog.at_level(logging.WARNING, logger="inceptionnext_pl.data.image_datasets"):
@@ -213,10 +216,42 @@ def test_skip_corrupt_counts_and_logs(tree_with_corrupt, tmp_path, caplog, strea
         assert len(labels) == 8  # corrupt items replaced: batches keep their size
 
 
+def test_skip_corrupt_counts_only_decode_errors_and_bugs_surface(tree_with_corrupt, tmp_path):
+    """A TypeError from our own code (a transform bug, a cell of the wrong type) is no corrupt
+    image: it surfaces as itself even with skip_corrupt, and nothing is counted as skipped."""
+    import datasets
+
+    from inceptionnext_pl.data import ClassificationRows, MapImageDataset
+
+    dm = ImageDataModule(
+        dataset=str(tree_with_corrupt), cache_dir=str(tmp_path / "c"), skip_corrupt=True, **LIGHT
+    )
+    dm.setup("fit")
+    good = next(i for i, row in enumerate(dm.train_dataset.hf["image"]) if "n014" in row["path"])
+
+    def buggy(img):
+        raise TypeError("a bug in a transform")
+
+    ds = dm.train_dataset
+    ds.rows = ClassificationRows(ds.rows.image_column, ds.rows.label_column, buggy)
+    with pytest.raises(TypeError, match="a bug in a transform"):
+        ds[good]
+    assert ds.num_skipped == 0
+
+    cells = datasets.Dataset.from_dict({"image": [3, 4], "label": [0, 1]})  # ints, not images
+    rows = ClassificationRows("image", "label", lambda img: img)
+    wrong = MapImageDataset(cells, rows, dataset="ints", split="train", skip_corrupt=True)
+    with pytest.raises(TypeError, match="cannot decode an image from a int"):
+        wrong[0]
+    assert wrong.num_skipped == 0
+
+
 def test_model_and_batch_settings():
     with pytest.raises(DataError, match=r"batch_size=3 is odd.*Mixup.*Fix"):
-        ImageDataModule(dataset="digits", batch_size=3)
-    ImageDataModule(dataset="digits", batch_size=3, mixup=0.0, cutmix=0.0)  # fine without mixing
+        ImageDataModule(dataset="digits", loader=dict(batch_size=3))
+    ImageDataModule(dataset="digits", loader=dict(batch_size=3), mixup=None)  # fine without mixing
+    no_alphas = dict(mixup_alpha=0.0, cutmix_alpha=0.0)
+    ImageDataModule(dataset="digits", loader=dict(batch_size=3), mixup=no_alphas)
     with pytest.raises(DataError, match="max_train_samples"):
         ImageDataModule(dataset="digits", max_train_samples=0)
     dm = ImageDataModule(

@@ -27,13 +27,15 @@ WNIDS = ["n01440764", "n01443537", "n01484850"]
 SIZE = 24
 LIGHT = dict(  # cheap settings: the transforms themselves are tested in test_data_transforms.py
     image_size=SIZE,
-    batch_size=2,
-    num_workers=0,
-    mixup=0.0,
-    cutmix=0.0,
-    auto_augment=None,
-    reprob=0.0,
+    loader=dict(batch_size=2, num_workers=0),
+    mixup=None,
+    augment=dict(auto_augment=None, reprob=0.0),
 )
+
+
+def light(**loader) -> dict:
+    """LIGHT with some loader settings changed."""
+    return {**LIGHT, "loader": {**LIGHT["loader"], **loader}}
 
 
 def _photos() -> list[Image.Image]:
@@ -231,7 +233,7 @@ def test_digits_demo_set():
     ]
     assert matches  # the pixels are the real sklearn digits, not synthetic
 
-    dm = ImageDataModule(dataset="digits", **{**LIGHT, "batch_size": 64})
+    dm = ImageDataModule(dataset="digits", **light(batch_size=64))
     dm.setup("fit")
     assert dm.num_classes == 10 and dm.class_names == [str(d) for d in range(10)]
     x, y = next(iter(dm.train_dataloader()))
@@ -274,8 +276,7 @@ def test_streaming_epochs_reshuffle_with_persistent_workers(parquet_dir, tmp_pat
         dataset=str(parquet_dir),
         streaming=True,
         cache_dir=str(tmp_path),
-        shuffle_buffer_size=16,
-        **{**LIGHT, "num_workers": 2, "persistent_workers": True},
+        **light(num_workers=2, persistent_workers=True, shuffle_buffer_size=16),
     )
     dm.setup("fit")
     loader = dm.train_dataloader()
@@ -290,7 +291,7 @@ def test_streaming_epochs_reshuffle_with_persistent_workers(parquet_dir, tmp_pat
 
 
 def test_eval_geometry_comes_from_the_model(tmp_path):
-    base = dict(dataset="digits", batch_size=2, num_workers=0, mixup=0.0, cutmix=0.0)
+    base = dict(dataset="digits", loader=dict(batch_size=2, num_workers=0), mixup=None)
     dm = ImageDataModule(model_name="inceptionnext_base_384", **base)
     dm.setup("validate")
     assert (dm.image_size, dm.crop_pct) == (384, 1.0)

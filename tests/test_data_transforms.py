@@ -15,12 +15,12 @@ from torchvision import transforms as T
 
 from inceptionnext_pl.data import IMAGENET_MEAN, IMAGENET_STD, ImageDataModule
 
-NO_MIX = dict(mixup=0.0, cutmix=0.0)
+NO_MIX = dict(mixup=None)
 
 
 def _setup(**kwargs) -> ImageDataModule:
-    kwargs = {"dataset": "digits", "image_size": 32, "batch_size": 8, "num_workers": 0, **kwargs}
-    dm = ImageDataModule(**kwargs)
+    loader = dict(batch_size=8, num_workers=0)
+    dm = ImageDataModule(**{"dataset": "digits", "image_size": 32, "loader": loader, **kwargs})
     dm.setup("fit")
     return dm
 
@@ -105,16 +105,19 @@ def test_randaugment_posterize_at_full_magnitude_does_not_crash():
 
 
 def test_every_recipe_value_is_configurable():
-    dm = _setup(
+    augment = dict(
         scale=(0.5, 0.9),
         ratio=(0.9, 1.1),
         hflip=0.0,
         vflip=0.3,
         auto_augment="rand-m7-n3",
-        interpolation="bilinear",
         reprob=0.4,
         remode="const",
         recount=2,
+    )
+    dm = _setup(
+        augment=augment,
+        interpolation="bilinear",
         mean=(0.5, 0.5, 0.5),
         std=(0.25, 0.25, 0.25),
     )
@@ -136,11 +139,11 @@ def test_every_recipe_value_is_configurable():
 
 
 def test_color_jitter_applies_without_randaugment_and_light_recipe_is_light():
-    tf = _setup(auto_augment=None, color_jitter=0.4).train_dataset.transform
+    tf = _setup(augment=dict(auto_augment=None, color_jitter=0.4)).train_dataset.transform
     jitter = _by_type(tf, T.ColorJitter)
     assert jitter is not None and jitter.brightness == (0.6, 1.4) and jitter.hue is None
     light = _setup(
-        auto_augment=None, color_jitter=None, hflip=0.0, reprob=0.0
+        augment=dict(auto_augment=None, color_jitter=None, hflip=0.0, reprob=0.0)
     ).train_dataset.transform
     kinds = [type(t) for t in light.transforms]
     assert RandAugment not in kinds and T.ColorJitter not in kinds and RandomErasing not in kinds
@@ -183,7 +186,7 @@ def _batch(dm, n=8):
 
 
 def test_mixup_runs_only_while_training():
-    dm = _setup(mixup=0.8, cutmix=1.0, label_smoothing=0.1)
+    dm = _setup(mixup=dict(mixup_alpha=0.8, cutmix_alpha=1.0), label_smoothing=0.1)
     assert dm.mixup_active and dm.mixup_fn is not None
     fn = dm.mixup_fn
     assert (fn.mixup_alpha, fn.cutmix_alpha, fn.mix_prob, fn.switch_prob) == (0.8, 1.0, 1.0, 0.5)
@@ -209,8 +212,9 @@ def test_no_mixup_keeps_int_labels_for_the_module_to_smooth():
     x, y = _batch(dm)
     assert dm.on_after_batch_transfer((x, y), 0)[1] is y
     assert dm.hparams.label_smoothing == 0.1  # the CLI links this to model.label_smoothing
-    cutmix_only = _setup(mixup=0.0, cutmix=1.0)
+    cutmix_only = _setup(mixup=dict(mixup_alpha=0.0, cutmix_alpha=1.0))
     assert cutmix_only.mixup_active
+    assert not _setup(mixup=dict(mixup_alpha=0.0, cutmix_alpha=0.0)).mixup_active
 
 
 class _Probe(L.LightningModule):
@@ -239,7 +243,7 @@ class _Probe(L.LightningModule):
 
 
 def test_uint8_batches_are_finished_after_transfer():
-    dm = _setup(**NO_MIX, reprob=0.0)
+    dm = _setup(**NO_MIX, augment=dict(reprob=0.0))
     x = torch.full((2, 3, 32, 32), 255, dtype=torch.uint8)
     dm.trainer = SimpleNamespace(training=True)
     out, _ = dm.on_after_batch_transfer((x, torch.tensor([0, 1])), 0)
@@ -251,7 +255,10 @@ def test_uint8_batches_are_finished_after_transfer():
 
 def test_mixup_through_a_real_trainer():
     dm = ImageDataModule(
-        dataset="digits", image_size=16, batch_size=8, num_workers=0, auto_augment=None, reprob=0.0
+        dataset="digits",
+        image_size=16,
+        loader=dict(batch_size=8, num_workers=0),
+        augment=dict(auto_augment=None, reprob=0.0),
     )
     probe = _Probe()
     trainer = L.Trainer(

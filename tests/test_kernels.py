@@ -7,6 +7,8 @@ The Triton kernel runs on CPU under the interpreter: the ``interpret`` fixture s
 
 from __future__ import annotations
 
+import copy
+import csv
 import re
 
 import pytest
@@ -320,12 +322,74 @@ def test_kernels_compile_for_hopper_without_a_gpu() -> None:
         assert re.search(r"ld\.global\S*\.v[24]\.", ptx), f"{name}: no vector loads"
 
 
-def test_bench_entry_point(tmp_path) -> None:
+def test_bench_entry_point(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     if not torch.cuda.is_available():
+        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
         with pytest.raises(SystemExit, match="needs a CUDA GPU"):
-            bench.main(["--batch", "2", "--stages", "3"])
-        return
+            bench.main(["--batch", "2", "--stages", "3", "--device", "cpu"])
+    # On a CPU under the interpreter: every variant and pass, bytes and bandwidth share filled in.
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
     out = tmp_path / "k.csv"
-    bench.main(["--batch", "2", "--stages", "3", "--dtypes", "fp32", "--csv", str(out)])
-    lines = out.read_text().splitlines()
-    assert len(lines) == 1 + 4 * 2  # header, 4 variants x (fwd, fwd+bwd)
+    argv = ["--model", "inceptionnext_atto", "--batch", "2", "--stages", "2", "3", "--reps", "1"]
+    argv += ["--dtypes", "fp32", "--img-size", "32", "--device", "cpu", "--copy-mb", "4"]
+    argv += ["--variants", "fused", "reference", "dwconv7x7"]  # fused7x7: slow when interpreted
+    bench.main([*argv, "--csv", str(out)])
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 2 * 3 * 2  # stages x variants x (fwd, fwd+bwd)
+    assert {r["shape"] for r in rows} == {"2x160x2x2", "2x320x1x1"}
+    for r in rows:
+        assert float(r["ms"]) > 0 and float(r["copy_gbps"]) > 0
+        assert float(r["gbps"]) == pytest.approx(float(r["mb"]) / float(r["ms"]), rel=2e-3)
+        share = float(r["gbps"]) / float(r["copy_gbps"])
+        assert float(r["bw_share"]) == pytest.approx(share, rel=2e-3)
+        assert float(r["fused_rel_err"]) < 1e-5
+    # bytes: fwd reads x and writes y; fwd+bwd adds dy, dx and the convolved 3/4 of x (atto)
+    x_mb = 2 * 160 * 2 * 2 * 4 / 1e6
+    by = {(r["stage"], r["variant"], r["pass_"]): float(r["mb"]) for r in rows}
+    assert by["3", "fused", "fwd"] == pytest.approx(2 * x_mb, rel=1e-3)
+    assert by["3", "dwconv7x7", "fwd+bwd"] == pytest.approx((4 + 3 / 4) * x_mb, rel=1e-3)
+
+
+def test_stage_shapes_and_mixers_come_from_the_model() -> None:
+    assert bench.stage_shapes("inceptionnext_tiny") == [(96, 56), (192, 28), (384, 14), (768, 7)]
+    assert bench.stage_shapes("inceptionnext_atto", 64) == [(40, 16), (80, 8), (160, 4), (320, 2)]
+    assert {
+        (c.band_kernel_size, c.branch_ratio) for c in bench.stage_mixers("inceptionnext_atto")
+    } == {(9, 0.25)}
+    assert bench.stage_mixers("inceptionnext_tiny")[0] == MixerCfg()
+
+
+# ---- autocast ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_casts_like_conv2d(dtype: torch.dtype, interpret: None) -> None:
+    # Under bf16-mixed the mixer gets fp32 activations (layer scale and the residual promote).
+    # The op then casts like nn.Conv2d: a region's output is in its dtype, computed from the
+    # cast input and weights; the fp32 parameters get fp32 gradients.
+    m = InceptionDWConv2d(19, MixerCfg(fast="on", branch_ratio=0.25))
+    conv = torch.nn.Conv2d(19, 19, 3, padding=1)
+    x = _input((2, 19, 5, 9)).requires_grad_()
+    with torch.autocast("cpu", dtype=dtype):
+        out, c = m(x), conv(x)
+    assert x.dtype == torch.float32 and out.dtype == c.dtype == dtype
+    ref = copy.deepcopy(m).to(dtype).double()  # weights rounded as autocast rounds them
+    x64 = x.detach().to(dtype).double().requires_grad_()
+    want = ref.forward_reference(x64)
+    torch.testing.assert_close(out.double(), want, atol=1e-2, rtol=1e-2)
+    g = torch.randn_like(out)
+    got = _grads(out, x, m, g)
+    assert all(t.dtype == torch.float32 for t in got)
+    for a, b in zip(got, _grads(want, x64, ref, g.double()), strict=True):
+        torch.testing.assert_close(a.double(), b, atol=2e-2, rtol=2e-2)
+    assert m(x).dtype == torch.float32  # outside autocast: untouched
+
+
+def test_autocast_rule_under_compile(interpret: None) -> None:
+    m = InceptionDWConv2d(13, MixerCfg(fast="on", branch_ratio=0.25))
+    x = _input((1, 13, 3, 5))
+    compiled = torch.compile(m, backend="aot_eager", fullgraph=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        eager, out = m(x), compiled(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, eager)

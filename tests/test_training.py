@@ -31,8 +31,8 @@ SMOKE = [
     "--trainer.enable_progress_bar=false",
     "--data.dataset=digits",
     "--data.image_size=32",
-    "--data.batch_size=4",
-    "--data.num_workers=0",
+    "--data.loader.batch_size=4",
+    "--data.loader.num_workers=0",
     "--data.max_train_samples=16",
     "--data.max_val_samples=8",
 ]
@@ -46,14 +46,9 @@ def small_dm(**kwargs) -> ImageDataModule:
     defaults = dict(
         dataset="digits",
         image_size=32,
-        batch_size=16,
-        num_workers=0,
-        auto_augment=None,
-        color_jitter=None,
-        reprob=0.0,
-        mixup=0.0,
-        cutmix=0.0,
-        hflip=0.0,
+        loader=dict(batch_size=16, num_workers=0),
+        augment=dict(auto_augment=None, color_jitter=None, reprob=0.0, hflip=0.0),
+        mixup=None,
         max_train_samples=128,
         max_val_samples=64,
     )
@@ -83,7 +78,7 @@ def test_paper_recipe_reaches_the_components(tmp_path):
             "--config",
             "configs/tiny.yaml",
             *SMOKE,
-            "--data.batch_size=8",
+            "--data.loader.batch_size=8",
             "--trainer.fast_dev_run=2",
         ],
         tmp_path,
@@ -95,8 +90,8 @@ def test_paper_recipe_reaches_the_components(tmp_path):
     assert model.model.stages[3].blocks[-1].drop_path.drop_prob == pytest.approx(0.1)
     assert (
         dm.mixup_active
-        and dm.hparams.auto_augment == "rand-m9-mstd0.5-inc1"
-        and dm.hparams.reprob == 0.25
+        and dm.augment.auto_augment == "rand-m9-mstd0.5-inc1"
+        and dm.augment.reprob == 0.25
     )
     assert model.hparams.label_smoothing == 0.1  # linked from data
     assert dm.hparams.model_name == "inceptionnext_tiny"  # linked from model
@@ -144,7 +139,7 @@ def test_print_config_validate_test_predict(tmp_path, capsys):
     [
         (["--model.bogus_key=1"], "bogus_key"),
         (["--model.base_lr=-1"], "base_lr"),
-        (["--data.batch_size=zero"], "batch_size"),
+        (["--data.loader.batch_size=zero"], "batch_size"),
         (["--model.model_name=inceptionnext_tinny"], "inceptionnext_tiny"),
         (["--model.num_classes=7"], "7 classes"),
     ],
@@ -367,7 +362,7 @@ def test_ddp_two_processes_on_cpu(tmp_path):
         "--trainer.enable_progress_bar=false",
         "--trainer.callbacks=[]",
         "--data.image_size=32",
-        "--data.batch_size=8",
+        "--data.loader.batch_size=8",
         f"--trainer.default_root_dir={tmp_path}",
     ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -272,9 +272,8 @@ def run_meaning(args: argparse.Namespace) -> list[dict[str, Any]]:
         if args.img_size:
             kw["image_size"] = args.img_size
         kw.setdefault("model_name", lm.label)
-        dm = ImageDataModule(
-            **kw, batch_size=64, num_workers=0, persistent_workers=False, pin_memory=False
-        )
+        loader = dict(batch_size=64, num_workers=0, persistent_workers=False, pin_memory=False)
+        dm = ImageDataModule(**kw, loader=loader)
         dm.setup("validate")
         for method in args.method:
             rep = stroke_energy(

@@ -17,7 +17,7 @@ import yaml
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
-from .data import ImageDataModule
+from .data import ImageDataModule, check_moved_keys
 from .errors import run_command
 from .runs import find_last_checkpoint
 from .tasks import ImageClassifier
@@ -163,11 +163,13 @@ def build_cli(args: Sequence[str] | None = None, run: bool = True) -> TaskCLI:
     else:
         cli_class, model_class, data_class = ImageCLI, ImageClassifier, ImageDataModule
     cli_class.config_names = tuple(Path(p).stem for p in _config_paths(argv))
+    expanded = expand_bases(argv)
+    check_moved_keys(expanded, data_class.moved_keys)  # old flat data keys name their new place
     return cli_class(
         model_class,
         data_class,
         save_config_kwargs={"overwrite": True},
-        args=expand_bases(argv),
+        args=expanded,
         auto_configure_optimizers=False,
         run=run,
     )

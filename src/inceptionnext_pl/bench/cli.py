@@ -21,6 +21,7 @@ from ..models import UnknownModelError, check_model_name
 from .measure import MEMORY_FORMATS, PRECISIONS, memory_kind
 from .plot import plot_figure1
 from .report import add_ratios, environment, format_table, write_results
+from .spec import SpecError, split_spec
 from .suites import (
     MIXER_BASELINE,
     MIXER_GROUPS,
@@ -108,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=list(DEFAULT_MODELS),
         metavar="NAME",
-        help="model names, ours or timm's (default: Figure 1's set)",
+        help="model names, ours or timm's, each optionally with create_model arguments as "
+        "NAME:key=value[,key=value], e.g. inceptionnext_tiny:fast=on (default: Figure 1's set)",
     )
     p.add_argument(
         "--mixers",
@@ -145,6 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: best)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile each network")
+    p.add_argument(
+        "--phases",
+        nargs="+",
+        choices=("train", "infer"),
+        default=["train", "infer"],
+        help="what to time per network (default: both); compiling inference is a second compile",
+    )
+    p.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="when a network fails, report it and go on with the others (exit status 1 at the end)",
+    )
     p.add_argument(
         "--threads",
         type=_int_at_least(1),
@@ -253,10 +267,10 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> torch
         parser.error("--compile needs a C/C++ compiler on PATH (torch.compile builds kernels)")
 
     if args.mode == "models":
-        for name in args.models:
+        for spec in args.models:
             try:
-                check_model_name(name)
-            except UnknownModelError as exc:
+                check_model_name(split_spec(spec)[0])
+            except (UnknownModelError, SpecError) as exc:
                 parser.error(f"--models: {exc}")
         if len(set(args.models)) != len(args.models):
             parser.error("--models lists a name twice")
@@ -292,6 +306,7 @@ def _settings(args: argparse.Namespace, device: torch.device) -> Settings:
         warmup=args.warmup,
         iters=args.iters,
         clock=args.clock,
+        phases=tuple(args.phases),
     )
 
 
@@ -316,6 +331,7 @@ def _meta(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         "train_step": "forward, cross-entropy, backward, torch AdamW step (GradScaler for fp16); "
         "random inputs and labels, weights not pretrained",
         "infer_step": "forward under torch.inference_mode",
+        "phases": args.phases,
         "cudnn_benchmark": device.type == "cuda",
         "baseline": args.baseline,
         "memory_kind": memory_kind(device),
@@ -351,21 +367,35 @@ def run_models(args: argparse.Namespace, device: torch.device) -> list[dict[str,
         f"{'compiled' if args.compile else 'eager'})"
     )
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in args.models}
+    failed: dict[str, str] = {}
+    rows: list[dict[str, Any]] = []
     for r in range(1, args.rounds + 1):
         # round-robin over the list, so that slow phases of a shared machine hit every model
         for i, name in enumerate(args.models, 1):
-            row = bench_model(name, settings, log=_log)
+            if name in failed:
+                continue
+            try:
+                row = bench_model(name, settings, log=_log)
+            except BenchError as exc:
+                if not args.keep_going:
+                    raise
+                failed[name] = str(exc)
+                meta["settings"]["failed"] = failed
+                _log(f"[{i}/{len(args.models)}] {name}: FAILED, going on: {exc}")
+                continue
             rounds[name].append(row)
             _log(
                 f"[{f'round {r}, ' if args.rounds > 1 else ''}{i}/{len(args.models)}] {name}: "
-                f"train {row['train_img_s']:.1f} img/s ({row['train_memory_format']}, batch "
-                f"{row['train_batch']}), infer {row['infer_img_s']:.1f} img/s "
-                f"({row['infer_memory_format']}, batch {row['infer_batch']})"
+                + ", ".join(_phase_summary(row, p) for p in args.phases)
             )
             rows = [best_of_rounds(v, MODEL_GROUPS) for v in rounds.values() if v]
             add_ratios(rows, "model", args.baseline, ("train_img_s", "infer_img_s"))
             # written after every model: a failure late in a long GPU run keeps what was measured
             csv_path, json_path = write_results(args.out, stem, rows, meta)
+    if not rows:
+        raise BenchError("every network failed: " + "; ".join(failed.values()))
+    if failed:  # the JSON names the networks that failed after the last one measured
+        csv_path, json_path = write_results(args.out, stem, rows, meta)
     mode = "compiled" if args.compile else "eager"
     _report(
         args, meta, rows, MODEL_COLUMNS, f"{args.img_size}² · {mode} · ratios to {args.baseline}"
@@ -378,7 +408,16 @@ def run_models(args: argparse.Namespace, device: torch.device) -> list[dict[str,
             print(f"wrote {png}")
         except ValueError as exc:
             _log(f"no plot: {exc}")
+    if failed:
+        raise BenchError(f"{len(failed)} network(s) failed: " + "; ".join(failed.values()))
     return rows
+
+
+def _phase_summary(row: dict[str, Any], phase: str) -> str:
+    return (
+        f"{phase} {row[f'{phase}_img_s']:.1f} img/s ({row[f'{phase}_memory_format']}, batch "
+        f"{row[f'{phase}_batch']})"
+    )
 
 
 def _report(args: argparse.Namespace, meta: dict, rows: list, columns: Any, detail: str) -> None:

@@ -8,51 +8,44 @@ from pathlib import Path
 from typing import Any
 
 from ..files import atomic_write_bytes
+from ..paper import PAPER
 from .report import read_csv
+from .spec import format_kwargs, split_spec
 
-# ImageNet-1k top-1 (%) at 224^2 as the paper reports it, with a display name.
-# Table 4 unless noted; the ConvNeXt-T kernel/ratio rows are Table 1, the isotropic ones Table 5.
-# The numbers describe the published checkpoints: the benchmark itself times random weights.
-PAPER_TOP1: dict[str, tuple[str, float]] = {
-    "inceptionnext_atto": ("InceptionNeXt-A", 75.3),
-    "inceptionnext_tiny": ("InceptionNeXt-T", 82.3),
-    "inceptionnext_small": ("InceptionNeXt-S", 83.5),
-    "inceptionnext_base": ("InceptionNeXt-B", 84.0),
+# Left out of the figure: MetaNeXt-Attn does not converge (3.9%), it would flatten the plot.
+_NOT_PLOTTED = ("metanext_attn_small",)
+
+
+def _top1_table() -> dict[str, tuple[str, float]]:
+    """(label, top-1) of every model the paper reports at 224², plus timm's InceptionNeXt names.
+
+    The numbers describe the published checkpoints; the benchmark itself times random weights.
+    """
+    import timm
+
+    table = {
+        name: (r.label, r.top1)
+        for name, r in PAPER.items()
+        if r.top1 is not None and r.img_size == 224 and name not in _NOT_PLOTTED
+    }
     # timm's implementation of the same networks and weights
-    "inception_next_atto": ("InceptionNeXt-A (timm)", 75.3),
-    "inception_next_tiny": ("InceptionNeXt-T (timm)", 82.3),
-    "inception_next_small": ("InceptionNeXt-S (timm)", 83.5),
-    "inception_next_base": ("InceptionNeXt-B (timm)", 84.0),
-    "convnext_atto": ("ConvNeXt-A", 75.7),
-    "convnext_tiny": ("ConvNeXt-T", 82.1),
-    "convnext_small": ("ConvNeXt-S", 83.1),
-    "convnext_base": ("ConvNeXt-B", 83.8),
-    "convnext_tiny_k5": ("ConvNeXt-T/k5", 82.0),
-    "convnext_tiny_k3": ("ConvNeXt-T/k3", 81.5),
-    "convnext_tiny_k3_par1_2": ("ConvNeXt-T/k3 r1/2", 81.4),
-    "convnext_tiny_k3_par3_8": ("ConvNeXt-T/k3 r3/8", 81.4),
-    "convnext_tiny_k3_par1_4": ("ConvNeXt-T/k3 r1/4", 81.3),
-    "convnext_tiny_k3_par1_8": ("ConvNeXt-T/k3 r1/8", 80.8),
-    "convnext_tiny_k3_par1_16": ("ConvNeXt-T/k3 r1/16", 80.1),
-    # "RSB-ResNet" rows (ResNet strikes back recipe) at 224^2; timm lists 80.4 for
-    # resnet50.a1_in1k, measured at 288^2.
-    "resnet50": ("ResNet-50 (RSB)", 79.8),
-    "resnet101": ("ResNet-101 (RSB)", 81.3),
-    "resnet152": ("ResNet-152 (RSB)", 81.8),
-    "swin_tiny_patch4_window7_224": ("Swin-T", 81.3),
-    "swin_small_patch4_window7_224": ("Swin-S", 83.0),
-    "swin_base_patch4_window7_224": ("Swin-B", 83.5),
-    "deit_small_patch16_224": ("DeiT-S", 79.8),
-    "deit_base_patch16_224": ("DeiT-B", 81.8),
-    "inceptionnext_small_iso": ("InceptionNeXt-S (iso.)", 79.7),
-    "convnext_small_iso": ("ConvNeXt-S (iso.)", 79.7),
-    # metanext_attn_small (3.9%, it does not converge) is left out: it would flatten the plot.
-}
+    for timm_name in timm.list_models("inception_next_*"):
+        ours = table.get(timm_name.replace("inception_next_", "inceptionnext_", 1))
+        if ours is not None:
+            table[timm_name] = (f"{ours[0]} (timm)", ours[1])
+    return table
+
+
+PAPER_TOP1: dict[str, tuple[str, float]] = _top1_table()
+
+
+def _entry(name: str) -> tuple[str, float] | None:
+    return PAPER_TOP1.get(name) or PAPER_TOP1.get(name.split(".")[0])
 
 
 def top1(name: str) -> float | None:
     """The paper's top-1 for a model name (a timm tag such as ``.in1k`` is ignored)."""
-    entry = PAPER_TOP1.get(name.split(".")[0])
+    entry = _entry(name)
     return entry[1] if entry else None
 
 
@@ -69,52 +62,99 @@ def _series_label(rows: Sequence[dict[str, Any]]) -> str:
     )
 
 
-def _place_labels(ax: Any, labels: Sequence[tuple], fontsize: float = 7.5) -> None:
-    """Annotate points; each label goes to the first spot, right then left of its point, that
-    overlaps no label already placed."""
-    px_per_pt = ax.figure.dpi / 72
-    line = 1.25 * fontsize  # points
-    placed: list[tuple[float, float, float]] = []  # left, baseline (display px), width (px)
-    spots = [(side, k) for side in (1, -1) for k in (0, -1, 1, -2, 2)]
-    for xy, text, color, ours in sorted(labels, key=lambda t: (-t[0][1], t[0][0])):
-        px, py = ax.transData.transform(xy)
-        width = 0.62 * fontsize * px_per_pt * len(text)
+def _overlap(a: Any, b: Any) -> float:
+    """Area shared by two display-space boxes (matplotlib Bbox)."""
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return max(w, 0.0) * max(h, 0.0)
 
-        candidates = [
-            (
-                side,
-                k,
-                px + side * 6 * px_per_pt - (width if side < 0 else 0),
-                py + (3 + k * line) * px_per_pt,
+
+def _place_labels(ax: Any, points: Sequence[tuple], fontsize: float = 7.5) -> None:
+    """Label each point where its text covers no other label, no marker and stays in the axes.
+
+    ``points`` are ``(xy, text, color, ours, marker_area_pt2)``. Candidate spots ring each point
+    (right, left, above and below, then one line further out each round); each text is measured
+    as drawn, and the first spot without overlap wins (else the least overlapping one). Labels
+    moved off their point's line get a thin leader line.
+    """
+    from matplotlib.transforms import Bbox
+
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    px_per_pt = fig.dpi / 72
+    line = 1.3 * fontsize  # points
+    frame = ax.get_window_extent(renderer)
+    markers = []
+    for xy, *_, area in points:
+        px, py = ax.transData.transform(xy)
+        r = area**0.5 / 2 * px_per_pt
+        markers.append(Bbox.from_extents(px - r, py - r, px + r, py + r))
+    placed: list[Any] = []
+    order = sorted(range(len(points)), key=lambda i: (-points[i][0][1], points[i][0][0]))
+    for i in order:
+        xy, text, color, ours, area = points[i]
+        gap = area**0.5 / 2 + 3  # points from the centre: clear of the marker
+        spots = []
+        for ring in range(6):
+            for side in (1, -1):
+                for dy in (0,) if ring == 0 else (ring, -ring):
+                    spots.append((side * gap, dy * line, "left" if side > 0 else "right"))
+            spots += [(0.0, gap + ring * line, "center"), (0.0, -gap - ring * line, "center")]
+        best: tuple[float, tuple] | None = None
+        for dx, dy, ha in spots:
+            ann = ax.annotate(
+                text,
+                xy,
+                textcoords="offset points",
+                xytext=(dx, dy),
+                ha=ha,
+                va="center",
+                fontsize=fontsize,
+                color=color,
+                fontweight="bold" if ours else "normal",
             )
-            for side, k in spots
-        ]
-        side, k, left, base = next(
-            (
-                c
-                for c in candidates
-                if not any(
-                    abs(c[3] - qy) < line * px_per_pt and c[2] < qx + qw and qx < c[2] + width
-                    for qx, qy, qw in placed
-                )
-            ),
-            candidates[0],
-        )
-        placed.append((left, base, width))
+            box = ann.get_window_extent(renderer).padded(1.5)
+            ann.remove()
+            outside = box.width * box.height - _overlap(box, frame)
+            cost = 4 * outside + sum(_overlap(box, b) for b in (*placed, *markers))
+            if best is None or cost < best[0]:
+                best = (cost, (dx, dy, ha, box))
+            if cost == 0:
+                break
+        assert best is not None
+        dx, dy, ha, box = best[1]
+        leader = abs(dy) > line / 2 and ha != "center" or abs(dy) > gap + line / 2
         ax.annotate(
             text,
             xy,
             textcoords="offset points",
-            xytext=(6 * side, 3 + k * line),
-            ha="left" if side > 0 else "right",
+            xytext=(dx, dy),
+            ha=ha,
+            va="center",
             fontsize=fontsize,
             color=color,
             fontweight="bold" if ours else "normal",
+            arrowprops=dict(arrowstyle="-", lw=0.5, color=color, shrinkA=0, shrinkB=gap - 3)
+            if leader
+            else None,
         )
+        placed.append(box)
 
 
 def plot_figure1(csv_paths: Sequence[Path], png_path: Path) -> list[str]:
-    """Draw each CSV as one series; returns the models plotted. Raises ValueError if none can be."""
+    """Draw each CSV as one series into ``png_path``; returns the models plotted."""
+    import matplotlib.pyplot as plt
+
+    fig, plotted = figure1(csv_paths)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(Path(png_path), buf.getvalue())
+    return plotted
+
+
+def figure1(csv_paths: Sequence[Path]) -> tuple[Any, list[str]]:
+    """The figure (one series per CSV) and the models on it. Raises ValueError if none can be."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on servers and CI
@@ -130,7 +170,9 @@ def plot_figure1(csv_paths: Sequence[Path], png_path: Path) -> list[str]:
                 f"{path} has no {', '.join(sorted(missing))} column: plot a models CSV "
                 "written by `inceptionnext-bench --mode models`"
             )
-        points = [r for r in rows if top1(r["model"]) is not None and r["train_img_s"]]
+        points = [
+            r for r in rows if top1(split_spec(r["model"])[0]) is not None and r["train_img_s"]
+        ]
         if points:
             series.append((_series_label(rows), points))
     if not series:
@@ -142,19 +184,21 @@ def plot_figure1(csv_paths: Sequence[Path], png_path: Path) -> list[str]:
     plotted, labels = [], []
     for i, (label, points) in enumerate(series):
         for j, r in enumerate(points):
-            name = r["model"].split(".")[0]
+            name, kwargs = split_spec(r["model"])
             ours = name.startswith(("inceptionnext", "inception_next"))
             xy = (r["train_img_s"], top1(name))
+            area = 170 if ours else 60
             ax.scatter(
                 *xy,
-                s=170 if ours else 60,
+                s=area,
                 marker="*" if ours else "o",
                 color=f"C{i}",
                 edgecolor="black" if ours else "none",
                 zorder=3,
                 label=label if j == 0 else None,
             )
-            labels.append((xy, PAPER_TOP1[name][0], f"C{i}", ours))
+            text = _entry(name)[0] + (f" [{format_kwargs(kwargs)}]" if kwargs else "")
+            labels.append((xy, text, f"C{i}", ours, area))
             plotted.append(r["model"])
     xs = [xy[0] for xy, *_ in labels]
     if (
@@ -164,9 +208,8 @@ def plot_figure1(csv_paths: Sequence[Path], png_path: Path) -> list[str]:
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.margins(x=0.25, y=0.12)  # room for the labels right of the points
+    ax.margins(x=0.25, y=0.12)  # room for the labels around the points
     ax.autoscale_view()
-    _place_labels(ax, labels)
     ax.set_xlabel("measured training throughput (img/s)")
     ax.set_ylabel("ImageNet-1k top-1 (%) as reported in the paper")
     ax.set_title("Accuracy vs training throughput (after Figure 1 of InceptionNeXt)")
@@ -174,8 +217,5 @@ def plot_figure1(csv_paths: Sequence[Path], png_path: Path) -> list[str]:
     # below the axes, where it hides no point
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(Path(png_path), buf.getvalue())
-    return plotted
+    _place_labels(ax, labels)  # after the layout, which would move the points under the labels
+    return fig, plotted

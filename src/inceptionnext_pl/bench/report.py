@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import io
 import json
 import math
@@ -33,6 +34,7 @@ CONTEXT_KEYS = (
     "memory_kind",
     "torch",
     "cuda",
+    "triton",
 )
 
 
@@ -51,6 +53,13 @@ def device_name(device: torch.device) -> str:
     return f"CPU {model} ({torch.get_num_threads()} torch threads, {os.cpu_count()} cores)"
 
 
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def environment(device: torch.device) -> dict[str, Any]:
     """Versions and hardware, for the JSON and the CSV rows."""
     env: dict[str, Any] = {
@@ -60,6 +69,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
         "timm": timm.__version__,
+        "triton": _version("triton"),
+        "lightning": _version("lightning"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),
@@ -84,7 +95,8 @@ def add_ratios(
     for r in rows:
         ref = base.get(r.get(group_key))
         for m in metrics:
-            r[f"{m}_ratio"] = round(r[m] / ref[m], 4) if ref and ref[m] else None
+            ok = ref and ref[m] and r[m] is not None
+            r[f"{m}_ratio"] = round(r[m] / ref[m], 4) if ok else None
 
 
 def _cell(value: Any, fmt: str) -> str:

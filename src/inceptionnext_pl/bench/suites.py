@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import InceptionDWConv2d, MixerCfg, create_model
+from ..models.kernels.bench import stage_shapes
 from ..models.table import count
 from ..models.token_mixers import PartialDWConv2d
 from .measure import (
@@ -23,6 +24,7 @@ from .measure import (
     median_step_time,
     with_oom_backoff,
 )
+from .spec import split_spec
 
 Log = Callable[[str], None]
 
@@ -43,6 +45,7 @@ class Settings:
     iters: int
     num_classes: int = 1000
     clock: str = "wall"
+    phases: tuple[str, ...] = ("train", "infer")  # what bench_model times
 
 
 @dataclass
@@ -113,6 +116,16 @@ def build_model(name: str, img_size: int, num_classes: int = 1000, **kwargs: Any
         ) from exc
 
 
+def complexity(spec: str, img_size: int, num_classes: int = 1000) -> tuple[float, float]:
+    """(params in M, MACs in G) of a model spec, counted on the meta device with the PyTorch
+    mixers: the architecture's figures, whichever device or fast path the timing uses."""
+    arch, kwargs = split_spec(spec)
+    if "fast" in kwargs:
+        kwargs["fast"] = "off"  # the fused op has no FLOP formula, and may not run here
+    with torch.device("meta"):
+        return count(build_model(arch, img_size, num_classes, **kwargs), img_size)
+
+
 def _train_step_factory(net: nn.Module, settings: Settings, fmt: str) -> Callable:
     device, size = settings.device, settings.img_size
 
@@ -153,26 +166,35 @@ def _infer_step_factory(net: nn.Module, settings: Settings, fmt: str) -> Callabl
 
 
 def bench_model(name: str, settings: Settings, log: Log = print) -> dict[str, Any]:
-    """Params, MACs, and training / inference throughput of one network (the better layout of each)."""
-    model = build_model(name, settings.img_size, settings.num_classes)
+    """Params, MACs, and training / inference throughput of one network (the better layout of each).
+
+    ``name`` is a model spec: a model name, optionally with ``create_model`` keyword arguments
+    (``inceptionnext_tiny:fast=on``, see :mod:`.spec`); the row keeps the whole spec.
+    """
+    arch, kwargs = split_spec(name)
+    model = build_model(arch, settings.img_size, settings.num_classes, **kwargs)
     train: dict[str, Measured] = {}
     infer: dict[str, Measured] = {}
     phase = "counting MACs"
     try:
-        params_m, macs_g = count(model, settings.img_size)
+        params_m, macs_g = complexity(name, settings.img_size, settings.num_classes)
         model.to(settings.device)
         with cuda_math(tf32=settings.precision != "fp32"):
             for fmt in settings.memory_formats:
                 model.to(memory_format=MEMORY_FORMATS[fmt])
                 net = _maybe_compile(model, settings)
-                phase = f"timing training ({fmt})"
-                model.train()
-                train[fmt] = _measure(_train_step_factory(net, settings, fmt), settings, fmt, log)
-                model.zero_grad(set_to_none=True)  # drop gradients before inference's memory
-                free_memory(settings.device)
-                phase = f"timing inference ({fmt})"
-                model.eval()
-                infer[fmt] = _measure(_infer_step_factory(net, settings, fmt), settings, fmt, log)
+                if "train" in settings.phases:
+                    phase = f"timing training ({fmt})"
+                    model.train()
+                    step = _train_step_factory(net, settings, fmt)
+                    train[fmt] = _measure(step, settings, fmt, log)
+                    model.zero_grad(set_to_none=True)  # drop gradients before inference's memory
+                    free_memory(settings.device)
+                if "infer" in settings.phases:
+                    phase = f"timing inference ({fmt})"
+                    model.eval()
+                    step = _infer_step_factory(net, settings, fmt)
+                    infer[fmt] = _measure(step, settings, fmt, log)
                 del net
                 free_memory(settings.device)
     except (RuntimeError, AssertionError, ValueError, TypeError) as exc:
@@ -183,27 +205,34 @@ def bench_model(name: str, settings: Settings, log: Log = print) -> dict[str, An
         ) from exc
     del model
     free_memory(settings.device)
-    bt, bi = _best(train), _best(infer)
-    return {
+    row: dict[str, Any] = {
         "model": name,
         "params_m": round(params_m, 3),
         "macs_g": round(macs_g, 4),
-        "train_img_s": bt.img_s,
-        "infer_img_s": bi.img_s,
-        "train_step_ms": bt.step_ms,
-        "infer_step_ms": bi.step_ms,
-        "train_batch": bt.batch,
-        "infer_batch": bi.batch,
-        "train_memory_format": bt.memory_format,
-        "infer_memory_format": bi.memory_format,
-        "train_peak_mem_mb": bt.peak_mem_mb,
-        "infer_peak_mem_mb": bi.peak_mem_mb,
-        # every layout's numbers, for the JSON (the CSV keeps the better one)
-        "by_memory_format": {
-            fmt: {"train_img_s": train[fmt].img_s, "infer_img_s": infer[fmt].img_s}
-            for fmt in settings.memory_formats
-        },
     }
+    for phase_name, results in (("train", train), ("infer", infer)):
+        best = _best(results) if results else None  # None: a phase left out by settings.phases
+        for key, field in _MEASURED_FIELDS.items():
+            row[f"{phase_name}_{key}"] = getattr(best, field) if best else None
+    # every layout's numbers, for the JSON (the CSV keeps the better one)
+    row["by_memory_format"] = {
+        fmt: {
+            "train_img_s": train[fmt].img_s if fmt in train else None,
+            "infer_img_s": infer[fmt].img_s if fmt in infer else None,
+        }
+        for fmt in settings.memory_formats
+    }
+    return row
+
+
+# Row columns per phase, and the Measured field each one holds.
+_MEASURED_FIELDS = {
+    "img_s": "img_s",
+    "step_ms": "step_ms",
+    "batch": "batch",
+    "memory_format": "memory_format",
+    "peak_mem_mb": "peak_mem_mb",
+}
 
 
 # Fields measured together: a merged row takes each group from the round that was fastest for it.
@@ -222,6 +251,11 @@ MIXER_GROUPS = {
 }
 
 
+def _or_lowest(value: float | None) -> float:
+    # None: a phase that settings.phases left out, below every measured value
+    return float("-inf") if value is None else value
+
+
 def best_of_rounds(rounds: Sequence[dict[str, Any]], groups: dict[str, tuple[str, ...]]) -> dict:
     """Merge repeated measurements of one row, keeping each metric's fastest round.
 
@@ -230,11 +264,14 @@ def best_of_rounds(rounds: Sequence[dict[str, Any]], groups: dict[str, tuple[str
     """
     merged = dict(rounds[0])
     for metric, companions in groups.items():
-        best = max(rounds, key=lambda r: r[metric])
+        best = max(rounds, key=lambda r: _or_lowest(r[metric]))
         merged.update({k: best[k] for k in (metric, *companions)})
     if "by_memory_format" in merged:
         merged["by_memory_format"] = {
-            fmt: {m: max(r["by_memory_format"][fmt][m] for r in rounds) for m in vals}
+            fmt: {
+                m: max((r["by_memory_format"][fmt][m] for r in rounds), key=_or_lowest)
+                for m in vals
+            }
             for fmt, vals in rounds[0]["by_memory_format"].items()
         }
     merged["by_round"] = {m: [r[m] for r in rounds] for m in groups}
@@ -243,9 +280,6 @@ def best_of_rounds(rounds: Sequence[dict[str, Any]], groups: dict[str, tuple[str
 
 # ---------------------------------------------------------------------------------------------
 # Token mixer alone
-
-# InceptionNeXt-T stage widths; the resolutions are img_size / 4, / 8, / 16, / 32.
-TINY_DIMS = (96, 192, 384, 768)
 
 MIXERS: dict[str, Callable[[int], nn.Module]] = {
     "inception": lambda dim: InceptionDWConv2d(dim, MixerCfg()),
@@ -257,7 +291,9 @@ MIXER_BASELINE = "dwconv7x7"
 
 def mixer_stages(img_size: int) -> list[tuple[int, int, int]]:
     """(stage, channels, resolution) of InceptionNeXt-T's four stages at ``img_size``."""
-    return [(i, dim, img_size // 4 // 2**i) for i, dim in enumerate(TINY_DIMS)]
+    return [
+        (i, dim, res) for i, (dim, res) in enumerate(stage_shapes("inceptionnext_tiny", img_size))
+    ]
 
 
 def _mixer_step_factory(

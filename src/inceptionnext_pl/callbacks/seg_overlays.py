@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -18,13 +19,18 @@ from .gradcam import preserved_rng
 MAX_IMAGES = 16
 
 
+def _nearest(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0]
+
+
 class SegmentationOverlays(Callback):
     """Every ``every_n_epochs`` epochs: image, prediction and ground truth of ``num_images``
     fixed validation images, on global rank 0, into ``<log_dir>/<dirname>/epoch_XXX.png`` and
     TensorBoard (``segmentation/overlays``).
 
     The images are evenly spaced over ``trainer.datamodule.val_dataset`` (items: normalised CHW
-    image, HxW int mask); predictions come from ``pl_module(images)`` in eval mode.
+    image, HxW int mask, which may keep the original size); predictions come from
+    ``pl_module(image)`` in eval mode, one image at a time.
     """
 
     def __init__(
@@ -38,8 +44,7 @@ class SegmentationOverlays(Callback):
         self.every_n_epochs, self.num_images, self.dirname = every_n_epochs, num_images, dirname
         self.out_dir: Path | None = None
         self.written: list[Path] = []
-        self._inputs: torch.Tensor | None = None
-        self._masks: np.ndarray | None = None
+        self._items: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage not in ("fit", "validate"):
@@ -51,41 +56,39 @@ class SegmentationOverlays(Callback):
                 "SegmentationOverlays takes its images from trainer.datamodule.val_dataset: "
                 "fit with SegmentationDataModule, or remove the callback."
             )
-        if trainer.is_global_zero and self._inputs is None:
+        if trainer.is_global_zero and self._items is None:
             with preserved_rng():
                 n = min(self.num_images, len(ds))
                 idx = np.unique(np.linspace(0, len(ds) - 1, n).round().astype(int))
-                items = [ds[int(i)] for i in idx]
-            self._inputs = torch.stack([torch.as_tensor(x) for x, _ in items]).float()
-            self._masks = np.stack([np.asarray(m) for _, m in items])
+                self._items = [
+                    (torch.as_tensor(x).float(), torch.as_tensor(m))
+                    for x, m in (ds[int(i)] for i in idx)
+                ]
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or self._inputs is None:
+        if trainer.sanity_checking or not trainer.is_global_zero or self._items is None:
             return
         epoch = trainer.current_epoch
         if (epoch + 1) % self.every_n_epochs:
             return
         dm = trainer.datamodule
-        was_training = pl_module.training
-        pl_module.eval()
-        with preserved_rng(), torch.no_grad():
-            logits = pl_module(self._inputs.to(pl_module.device))
-        pl_module.train(was_training)
-        pred = logits.argmax(1).cpu().numpy()
-        if pred.shape[-2:] != self._masks.shape[-2:]:
-            raise ValueError("SegmentationOverlays needs masks at the image's resolution")
-        images = denormalize(self._inputs, dm.mean, dm.std)
         colors = palette(pl_module.hparams.num_classes)
         ignore = pl_module.hparams.ignore_index
-        columns = {
-            "prediction": np.stack(
-                [overlay(i, p, colors, ignore_index=ignore) for i, p in zip(images, pred)]
-            ),
-            "ground truth": np.stack(
-                [overlay(i, m, colors, ignore_index=ignore) for i, m in zip(images, self._masks)]
-            ),
-        }
-        fig = comparison_figure((images * 255).round().astype(np.uint8), columns)
+        images, predicted, truth = [], [], []
+        was_training = pl_module.training
+        pl_module.eval()
+        for x, mask in self._items:  # one at a time: evaluation images differ in size
+            with preserved_rng(), torch.no_grad():
+                pred = pl_module(x[None].to(pl_module.device)).argmax(1)[0].cpu()
+            if mask.shape != pred.shape:  # masks kept at the original size: shown at the input's
+                mask = _nearest(mask, tuple(pred.shape))
+            image = denormalize(x[None], dm.mean, dm.std)[0]
+            images.append((image * 255).round().astype(np.uint8))
+            predicted.append(overlay(image, pred.numpy(), colors, ignore_index=ignore))
+            truth.append(overlay(image, mask.long().numpy(), colors, ignore_index=ignore))
+        pl_module.train(was_training)
+        columns = {"prediction": predicted, "ground truth": truth}
+        fig = comparison_figure(images, columns)
         fig.suptitle(f"epoch {epoch}")
         grid = figure_to_array(fig)
         assert self.out_dir is not None

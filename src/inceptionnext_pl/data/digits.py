@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["DIGITS_SEED", "DIGITS_VAL_FRACTION", "load_digits_dataset"]
+__all__ = ["DIGITS_SEED", "DIGITS_VAL_FRACTION", "digits_split", "load_digits_dataset"]
 
 # The split is part of the demo's definition: it does not follow the user's `seed`, so validation
 # numbers are comparable between runs.
@@ -30,20 +30,18 @@ def _png(pixels: np.ndarray) -> bytes:
 
 
 @lru_cache(maxsize=1)
-def load_digits_dataset():
-    """`datasets.DatasetDict` with ``train`` (1,437) and ``validation`` (360) splits, stratified.
+def digits_split() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """scikit-learn's digits and the demo's split: ``(images, labels, {split: sorted indices})``.
 
-    Images stay at their native 8x8: decoding is then nearly free and the training transform does
-    the (bicubic) upscaling to the configured size.
+    ``images`` are ``(1797, 8, 8)`` uint8 ink levels scaled to 0..255 (white digit on black),
+    ``labels`` int64 0..9; the splits are ``train`` (1,437) and ``validation`` (360), stratified.
+    The segmentation demo (:mod:`.digit_scenes`) draws its scenes from the same split.
     """
-    import datasets
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
-    # 0..16 ink levels -> 0..255, replicated into three channels (white digit on black).
-    grey = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
-    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    grey = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 ink levels
     labels = digits.target.astype(np.int64)
     idx_train, idx_val = train_test_split(
         np.arange(len(labels)),
@@ -51,6 +49,20 @@ def load_digits_dataset():
         stratify=labels,
         random_state=DIGITS_SEED,
     )
+    return grey, labels, {"train": np.sort(idx_train), "validation": np.sort(idx_val)}
+
+
+@lru_cache(maxsize=1)
+def load_digits_dataset():
+    """`datasets.DatasetDict` with ``train`` (1,437) and ``validation`` (360) splits, stratified.
+
+    Images stay at their native 8x8: decoding is then nearly free and the training transform does
+    the (bicubic) upscaling to the configured size.
+    """
+    import datasets
+
+    grey, labels, splits = digits_split()
+    rgb = np.repeat(grey[..., None], 3, axis=-1)  # three channels, as RGB photos have
     features = datasets.Features(
         {
             "image": datasets.Image(),
@@ -59,7 +71,6 @@ def load_digits_dataset():
     )
 
     def split(indices: np.ndarray) -> datasets.Dataset:
-        indices = np.sort(indices)
         return datasets.Dataset.from_dict(
             {
                 "image": [{"bytes": _png(rgb[i]), "path": f"digit_{i:04d}.png"} for i in indices],
@@ -68,4 +79,4 @@ def load_digits_dataset():
             features=features,
         )
 
-    return datasets.DatasetDict({"train": split(idx_train), "validation": split(idx_val)})
+    return datasets.DatasetDict({name: split(idx) for name, idx in splits.items()})

@@ -80,14 +80,16 @@ def hub_error(exc: BaseException, dataset: str, revision: str | None = None) -> 
             f"Cannot reach the Hugging Face Hub to load {where} (no network, or HF_HUB_OFFLINE=1 "
             f"and the dataset is not in the cache). Fix: connect to the network and run once to fill "
             f"the cache (set HF_TOKEN first if the repo is gated), or set `data.dataset` to a local "
-            f"path, or use `data.dataset: digits` for the built-in offline demo set."
+            f"path, or use a built-in offline demo set: `data.dataset: digits` (classification) or "
+            f"`digits_scenes` (segmentation)."
         )
     if _is_not_found(exc):
         detail = _chain(exc)[0]
         return DataError(
             f"{where} was not found: no local path of that name exists and the Hugging Face Hub "
             f"has no such dataset or revision ({detail}). Fix: check the spelling of `data.dataset`"
-            f" (a hub id 'owner/name', a local directory, a parquet glob, or 'digits') and "
+            f" (a hub id 'owner/name', a local directory, a parquet glob, 'digits' or "
+            f"'digits_scenes') and "
             f"`data.revision`. If the repo is gated, also {TOKEN_HINT}."
         )
     return None

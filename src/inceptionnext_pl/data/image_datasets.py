@@ -34,27 +34,59 @@ import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch.utils.data import DataLoader, get_worker_info
 
+from .decoding import CorruptImageError, decode_rgb
 from .errors import DataError
-from .transforms import decode_rgb
 
-__all__ = ["MapImageDataset", "StreamImageDataset", "StreamPlan", "TrainLoader", "stream_plan"]
+__all__ = [
+    "ClassificationRows",
+    "MapImageDataset",
+    "RowDecoder",
+    "StreamImageDataset",
+    "StreamPlan",
+    "TrainLoader",
+    "stream_plan",
+]
 
 log = logging.getLogger(__name__)
 
 MAX_WORKER_SLOTS = 256
 
 
-def _path_of(value: Any) -> str:
-    if isinstance(value, dict):
-        return str(value.get("path") or "<embedded bytes>")
-    if isinstance(value, str):
-        return value
-    return "<embedded bytes>"
+class RowDecoder(Protocol):
+    """Turns one `datasets` row into a training sample; the datasets below are generic over it.
+
+    ``columns`` are the row's columns it reads. Unreadable image bytes raise
+    :class:`~.decoding.CorruptImageError` (the ``skip_corrupt`` policy handles those); anything
+    else it raises surfaces unchanged.
+    """
+
+    columns: tuple[str, ...]
+
+    def __call__(self, row: dict[str, Any], where: str) -> Any: ...
+
+
+class ClassificationRows:
+    """Row -> ``(transform(RGB image), int label)``."""
+
+    def __init__(
+        self, image_column: str, label_column: str, transform: Callable[[Any], torch.Tensor]
+    ) -> None:
+        self.image_column = image_column
+        self.label_column = label_column
+        self.transform = transform
+        self.columns = (image_column, label_column)
+
+    def __call__(self, row: dict[str, Any], where: str) -> tuple[torch.Tensor, int]:
+        return self.transform(decode_rgb(row[self.image_column])), int(row[self.label_column])
+
+
+def _rows_of_batch(batch: dict[str, list[Any]], columns: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [dict(zip(columns, values)) for values in zip(*(batch[c] for c in columns))]
 
 
 class _CorruptPolicy:
@@ -80,46 +112,44 @@ class _CorruptPolicy:
     def known_bad(self, index: int) -> bool:
         return bool(len(self.bad) and self.bad[index])
 
-    def handle(self, exc: Exception, where: str, path: str, index: int | None = None) -> None:
+    def handle(self, exc: CorruptImageError, where: str, index: int | None = None) -> None:
+        path = exc.path
         if not self.skip:
             raise DataError(
                 f"corrupt or truncated image in dataset '{self.dataset}' split '{self.split}' at "
-                f"{where} (path {path}): {type(exc).__name__}: {exc}. Fix: replace or delete that "
+                f"{where} (path {path}): {exc}. Fix: replace or delete that "
                 f"file, or set data.skip_corrupt: true to skip such images (they are counted and "
                 f"logged)."
-            ) from exc
+            ) from exc.cause
         if index is not None and len(self.bad):
             self.bad[index] = True
         info = get_worker_info()
         self.events[0 if info is None else 1 + info.id % MAX_WORKER_SLOTS] += 1
         log.warning(
-            "skipping corrupt image in dataset '%s' split '%s' at %s (path %s): %s: %s "
+            "skipping corrupt image in dataset '%s' split '%s' at %s (path %s): %s "
             "[%d skipped so far]",
             self.dataset,
             self.split,
             where,
             path,
-            type(exc).__name__,
             exc,
             self.skipped,
         )
 
 
 class MapImageDataset(torch.utils.data.Dataset):
-    """Index -> (CHW tensor, int label), decoding the image in the calling worker.
+    """Index -> sample, decoding the row in the calling worker with a :class:`RowDecoder`.
 
-    With a ``finisher`` (training, see :class:`~.transforms.BatchFinisher`), ``transform`` ends in
-    a uint8 tensor: ``dataset[i]`` applies the finisher and returns the normalised float tensor,
-    while the batched ``__getitems__`` that DataLoader workers call returns the uint8 tensors and
-    leaves the finishing to the loader (or to the training device).
+    With a ``finisher`` (training, see :class:`~.transforms.BatchFinisher`), the decoder's
+    transform ends in a uint8 tensor: ``dataset[i]`` applies the finisher and returns the
+    normalised float tensor, while the batched ``__getitems__`` that DataLoader workers call returns
+    the uint8 tensors and leaves the finishing to the loader (or to the training device).
     """
 
     def __init__(
         self,
         hf_dataset: Any,
-        image_column: str,
-        label_column: str,
-        transform: Callable[[Any], torch.Tensor],
+        rows: RowDecoder,
         *,
         dataset: str,
         split: str,
@@ -127,11 +157,13 @@ class MapImageDataset(torch.utils.data.Dataset):
         finisher: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.hf = hf_dataset
-        self.image_column = image_column
-        self.label_column = label_column
-        self.transform = transform
+        self.rows = rows
         self.finisher = finisher
         self.corrupt = _CorruptPolicy(skip_corrupt, dataset, split, size=len(hf_dataset))
+
+    @property
+    def transform(self) -> Any:
+        return self.rows.transform
 
     def __len__(self) -> int:
         return len(self.hf)
@@ -140,17 +172,21 @@ class MapImageDataset(torch.utils.data.Dataset):
     def num_skipped(self) -> int:
         return self.corrupt.skipped
 
-    def _sample(self, index: int, image: Any, label: Any) -> tuple[torch.Tensor, int] | None:
+    def _sample(self, index: int, row: dict[str, Any]) -> Any | None:
         if self.corrupt.known_bad(index):
             return None
+        where = f"index {index}"
         try:
-            img = decode_rgb(image)
-        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... on bad data
-            self.corrupt.handle(exc, f"index {index}", _path_of(image), index)
+            return self.rows(row, where)
+        except CorruptImageError as exc:
+            self.corrupt.handle(exc, where, index)
             return None
-        return self.transform(img), int(label)
 
-    def _replacement(self, index: int) -> tuple[torch.Tensor, int]:
+    def _row(self, index: int) -> dict[str, Any]:
+        row = self.hf[index]
+        return {c: row[c] for c in self.rows.columns}
+
+    def _replacement(self, index: int) -> Any:
         # A skipped image is replaced by the next decodable one, so batches keep their size
         # (Mixup needs an even batch) and the epoch its length.
         n = len(self)
@@ -158,8 +194,7 @@ class MapImageDataset(torch.utils.data.Dataset):
             j = (index + step) % n
             if self.corrupt.known_bad(j):
                 continue
-            row = self.hf[j]
-            sample = self._sample(j, row[self.image_column], row[self.label_column])
+            sample = self._sample(j, self._row(j))
             if sample is not None:
                 return sample
         raise DataError(
@@ -167,18 +202,23 @@ class MapImageDataset(torch.utils.data.Dataset):
             f"decoded. Fix: check the files."
         )
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        row = self.hf[int(index)]
-        sample = self._sample(int(index), row[self.image_column], row[self.label_column])
-        image, label = sample if sample is not None else self._replacement(int(index))
-        return (self.finisher(image) if self.finisher is not None else image), label
+    def _finish(self, sample: Any) -> Any:
+        if self.finisher is None:
+            return sample
+        image, *rest = sample
+        return (self.finisher(image), *rest)
 
-    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+    def __getitem__(self, index: int) -> Any:
+        index = int(index)
+        sample = self._sample(index, self._row(index))
+        return self._finish(sample if sample is not None else self._replacement(index))
+
+    def __getitems__(self, indices: list[int]) -> list[Any]:
         # One Arrow take for the whole batch instead of one per item; no finisher (see class doc).
-        rows = self.hf[[int(i) for i in indices]]
+        batch = self.hf[[int(i) for i in indices]]
         out = []
-        for i, image, label in zip(indices, rows[self.image_column], rows[self.label_column]):
-            sample = self._sample(int(i), image, label)
+        for i, row in zip(indices, _rows_of_batch(batch, self.rows.columns)):
+            sample = self._sample(int(i), row)
             out.append(sample if sample is not None else self._replacement(int(i)))
         return out
 
@@ -228,14 +268,12 @@ def stream_plan(
 
 
 class StreamImageDataset(torch.utils.data.IterableDataset):
-    """Iterates an (already node-split) `datasets.IterableDataset`, yielding (tensor, label)."""
+    """Iterates an (already node-split) `datasets.IterableDataset`, yielding decoded samples."""
 
     def __init__(
         self,
         hf_stream: Any,
-        image_column: str,
-        label_column: str,
-        transform: Callable[[Any], torch.Tensor],
+        rows: RowDecoder,
         *,
         dataset: str,
         split: str,
@@ -245,14 +283,16 @@ class StreamImageDataset(torch.utils.data.IterableDataset):
         loader_workers: int = 0,
     ) -> None:
         self.hf = hf_stream
-        self.image_column = image_column
-        self.label_column = label_column
-        self.transform = transform
+        self.rows = rows
         self.quotas = quotas
         self.rank = rank
         self.loader_workers = loader_workers  # the DataLoader's num_workers this plan was made for
         self.corrupt = _CorruptPolicy(skip_corrupt, dataset, split)
         self.repeats = torch.zeros(MAX_WORKER_SLOTS + 1, dtype=torch.int64).share_memory_()
+
+    @property
+    def transform(self) -> Any:
+        return self.rows.transform
 
     def set_epoch(self, epoch: int) -> None:
         self.hf.set_epoch(epoch)
@@ -271,7 +311,7 @@ class StreamImageDataset(torch.utils.data.IterableDataset):
             raise TypeError("this stream has no fixed length")
         return sum(self.quotas)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
+    def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()
         wid = 0 if info is None else info.id
         quota = None if self.quotas is None else self.quotas[wid % len(self.quotas)]
@@ -282,19 +322,18 @@ class StreamImageDataset(torch.utils.data.IterableDataset):
         bad_positions: set[int] = set()  # met in this epoch: counted once even when re-read
         while True:
             for position, row in enumerate(self.hf):
-                image = row[self.image_column]
                 if position in bad_positions:
                     continue
+                where = f"stream position {position} of rank {self.rank} worker {wid}"
                 try:
-                    img = decode_rgb(image)
-                except Exception as exc:
-                    where = f"stream position {position} of rank {self.rank} worker {wid}"
-                    self.corrupt.handle(exc, where, _path_of(image))
+                    sample = self.rows(row, where)
+                except CorruptImageError as exc:
+                    self.corrupt.handle(exc, where)
                     bad_positions.add(position)
                     continue
                 if passes:
                     self.repeats[1 + wid % MAX_WORKER_SLOTS] += 1
-                yield self.transform(img), int(row[self.label_column])
+                yield sample
                 produced += 1
                 if quota is not None and produced >= quota:
                     return
@@ -304,7 +343,7 @@ class StreamImageDataset(torch.utils.data.IterableDataset):
                 raise DataError(
                     f"dataset '{self.corrupt.dataset}' split '{self.corrupt.split}': loader worker "
                     f"{wid} of rank {self.rank} got no readable sample. Fix: use fewer "
-                    f"data.num_workers or a dataset with more shards."
+                    f"data.loader.num_workers or a dataset with more shards."
                 )
             passes += 1
             log.warning(
@@ -354,4 +393,4 @@ class TrainLoader(DataLoader):
         batches = super().__iter__()
         if self.finisher is None:
             return batches
-        return ((self.finisher(images), labels) for images, labels in batches)
+        return ((self.finisher(images), *rest) for images, *rest in batches)

@@ -2,7 +2,8 @@
 
 Accepted values of ``dataset`` (see :func:`resolve_source`):
 
-* ``"digits"`` - the built-in offline demo set (:mod:`.digits`).
+* ``"digits"`` / ``"digits_scenes"`` - the built-in offline demo sets (:mod:`.digits`, classification;
+  :mod:`.digit_scenes`, segmentation).
 * a directory written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``.
 * any other directory: handed to `datasets`' folder resolution, which picks the builder from the
   files inside. An ImageNet tree ``train/<wnid>/*.JPEG`` + ``val/<wnid>/*.JPEG`` goes through the
@@ -14,8 +15,8 @@ Accepted values of ``dataset`` (see :func:`resolve_source`):
   their file name, and to ``train`` when no file names a split.
 * otherwise a Hugging Face hub dataset id, e.g. ``ILSVRC/imagenet-1k`` (the default).
 
-Images are never decoded here: image columns are cast to ``Image(decode=False)`` so that the
-loader workers decode them lazily (see :mod:`.image_datasets`).
+Images are never decoded here: image (and mask) columns are cast to ``Image(decode=False)`` so
+that the loader workers decode them lazily (see :mod:`.image_datasets`).
 """
 
 from __future__ import annotations
@@ -28,11 +29,20 @@ from typing import Any, Literal
 
 from .errors import DataError, hub_error
 
-__all__ = ["Source", "label_info", "open_split", "prepare_image_column", "resolve_source"]
+__all__ = [
+    "BUILTIN_SETS",
+    "Source",
+    "label_info",
+    "open_split",
+    "prepare_columns",
+    "prepare_image_column",
+    "resolve_source",
+]
 
 Kind = Literal["digits", "disk", "dir", "files", "hub"]
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _SPLIT_ALIASES = {"validation": ("validation", "valid", "val", "dev"), "test": ("test", "eval")}
+BUILTIN_SETS = ("digits", "digits_scenes")  # kind "digits": built in, offline, in memory
 
 
 @dataclass
@@ -83,8 +93,8 @@ def resolve_source(dataset: str) -> Source:
             "directory, a parquet glob, or 'digits' for the offline demo set."
         )
     dataset = str(dataset)
-    if dataset == "digits":
-        return Source("digits", "digits")
+    if dataset in BUILTIN_SETS:
+        return Source("digits", dataset)
     path = os.path.abspath(os.path.expanduser(dataset)) if _looks_like_path(dataset) else dataset
     if _GLOB_CHARS.search(dataset):
         files = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
@@ -125,7 +135,7 @@ def _unknown_split(dataset: str, split: str, available: list[str], arg: str) -> 
     )
 
 
-def _builder(source: Source, revision: str | None, cache_dir: str | None):
+def _builder(source: Source, revision: str | None, cache_dir: str | None, data_dir: str | None):
     import datasets
 
     if source.kind == "files":
@@ -135,6 +145,8 @@ def _builder(source: Source, revision: str | None, cache_dir: str | None):
     kwargs: dict[str, Any] = {"cache_dir": cache_dir}
     if source.kind == "hub" and revision:
         kwargs["revision"] = revision
+    if data_dir:
+        kwargs["data_dir"] = data_dir
     return datasets.load_dataset_builder(source.location, **kwargs)
 
 
@@ -142,12 +154,18 @@ def _in_memory_splits(source: Source) -> dict[str, Any]:
     import datasets
 
     if source.kind == "digits":
+        if source.location == "digits_scenes":
+            from .digit_scenes import load_digit_scenes
+
+            return dict(load_digit_scenes())
         from .digits import load_digits_dataset
 
         return dict(load_digits_dataset())
     try:
         loaded = datasets.load_from_disk(source.location)
-    except Exception as exc:  # a half-written or foreign directory
+    except (OSError, ValueError, KeyError) as exc:
+        # a half-written or foreign directory: missing files (FileNotFoundError), broken JSON
+        # (JSONDecodeError) or truncated Arrow files (ArrowInvalid, a ValueError)
         raise DataError(
             f"dataset '{source.location}' looks like a save_to_disk directory but cannot be read "
             f"({type(exc).__name__}: {exc}). Fix: write it again with save_to_disk, or point "
@@ -164,12 +182,15 @@ def open_split(
     streaming: bool,
     revision: str | None = None,
     cache_dir: str | None = None,
+    data_dir: str | None = None,
     num_shards: int = 1,
 ) -> tuple[Any, int | None]:
     """Load one split: a map-style `datasets.Dataset`, or an `IterableDataset` if streaming.
 
     Returns the dataset and its number of examples (None when a stream's size is unknown).
     ``arg`` is the data-module argument that named the split, for the error message.
+    ``data_dir`` is a sub-directory of a hub repo or local directory holding the split files
+    (the hub's parquet conversion keeps each config in its own, e.g. ``scene_parsing/``).
     ``num_shards`` is used when an in-memory / on-disk dataset is turned into a stream.
     """
     name = source.location
@@ -182,7 +203,7 @@ def open_split(
             return ds.to_iterable_dataset(num_shards=max(1, min(num_shards, len(ds)))), len(ds)
         return ds, len(ds)
     try:
-        builder = _builder(source, revision, cache_dir)
+        builder = _builder(source, revision, cache_dir, data_dir)
         available = [str(s) for s in (builder.config.data_files or builder.info.splits or [])]
         if available and split not in available:
             raise _unknown_split(name, split, available, arg)
@@ -198,6 +219,13 @@ def open_split(
         translated = hub_error(exc, name, revision) if source.kind == "hub" else None
         if translated is not None:
             raise translated from exc
+        if "scripts are no longer supported" in str(exc):
+            raise DataError(
+                f"dataset '{name}'" + (f" (revision '{revision}')" if revision else "") + " is a "
+                f"loading script, which `datasets` >= 4 cannot run ({exc}). Fix: use a revision "
+                f"that holds data files, e.g. data.revision: refs/convert/parquet (the hub's "
+                f"automatic parquet conversion), or a local copy."
+            ) from exc
         match = re.search(r"(Unknown|Bad) split.*?(\[.*\])", str(exc))
         if isinstance(exc, ValueError) and match:
             raise _unknown_split(
@@ -230,24 +258,35 @@ def _stream_size(builder, split: str) -> int | None:
     return sum(os.path.splitext(str(f))[1].lower() in image_ext for f in files)
 
 
-def prepare_image_column(ds, image_column: str, label_column: str, dataset: str, split: str):
-    """Check both columns exist, drop the others, and switch image decoding off (lazy decode)."""
+def prepare_columns(ds, columns: dict[str, str], dataset: str, split: str):
+    """Check the columns exist, drop the others, and switch image decoding off (lazy decode).
+
+    ``columns`` maps each data-module argument (``image_column``, ...) to the column it names.
+    """
     import datasets
 
     features = ds.features
-    columns = list(features) if features is not None else list(ds.column_names or [])
-    for arg, col in (("image_column", image_column), ("label_column", label_column)):
-        if columns and col not in columns:
+    present = list(features) if features is not None else list(ds.column_names or [])
+    for arg, col in columns.items():
+        if present and col not in present:
             raise DataError(
                 f"dataset '{dataset}' split '{split}' has no column '{col}'. Columns that exist: "
-                f"{columns}. Fix: set data.{arg} to one of them."
+                f"{present}. Fix: set data.{arg} to one of them."
             )
-    extra = [c for c in columns if c not in (image_column, label_column)]
+    keep = set(columns.values())
+    extra = [c for c in present if c not in keep]
     if extra:
         ds = ds.remove_columns(extra)
-    if features is not None and isinstance(features.get(image_column), datasets.Image):
-        ds = ds.cast_column(image_column, datasets.Image(decode=False))
+    for col in columns.values():
+        if features is not None and isinstance(features.get(col), datasets.Image):
+            ds = ds.cast_column(col, datasets.Image(decode=False))
     return ds
+
+
+def prepare_image_column(ds, image_column: str, label_column: str, dataset: str, split: str):
+    """:func:`prepare_columns` for an image and a label column."""
+    columns = {"image_column": image_column, "label_column": label_column}
+    return prepare_columns(ds, columns, dataset, split)
 
 
 def label_info(

@@ -1,4 +1,4 @@
-"""Image decoding and the paper's train / eval transforms, built by timm's `create_transform`.
+"""The paper's train / eval transforms, built by timm's `create_transform`.
 
 timm's defaults are not the paper's recipe (Table 9): `create_transform` defaults to bilinear
 interpolation, no RandAugment and random erasing off / in 'const' mode. Every value is therefore
@@ -12,12 +12,9 @@ it applies only when `auto_augment` is None. We keep timm's behaviour rather tha
 
 from __future__ import annotations
 
-import io
-import os
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image, ImageOps
 
@@ -28,49 +25,11 @@ __all__ = [
     "build_eval_transform",
     "build_train_pipeline",
     "build_train_transform",
-    "decode_rgb",
     "resolve_eval_geometry",
 ]
 
 DEFAULT_IMAGE_SIZE = 224
 DEFAULT_CROP_PCT = 0.875
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode to RGB. ImageNet holds grey and CMYK JPEGs; folders hold RGBA/palette PNGs."""
-    if img.mode == "RGB":
-        return img
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")  # avoids PIL's warning for palette transparency
-    elif img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit / float greys: convert("RGB") would clip to white, so rescale to 8 bits first.
-        arr = np.asarray(img, dtype=np.float32)
-        hi = float(arr.max()) or 1.0
-        img = Image.fromarray(np.clip(arr * (255.0 / hi), 0, 255).astype(np.uint8))
-    return img.convert("RGB")
-
-
-def decode_rgb(value: Any) -> Image.Image:
-    """Decode one image cell to an RGB PIL image, fully loaded.
-
-    ``value`` is what `datasets` returns for an ``Image(decode=False)`` column (a dict with
-    ``bytes`` and/or ``path``), raw bytes, a file path, or an already decoded PIL image.
-    Decoding errors (corrupt or truncated data) propagate as the PIL/OS error.
-    """
-    if isinstance(value, Image.Image):
-        img = value
-    else:
-        if isinstance(value, dict):
-            data, path = value.get("bytes"), value.get("path")
-        elif isinstance(value, (bytes, bytearray, memoryview)):
-            data, path = value, None
-        elif isinstance(value, (str, os.PathLike)):
-            data, path = None, value
-        else:
-            raise TypeError(f"cannot decode an image from a {type(value).__name__}")
-        img = Image.open(io.BytesIO(data)) if data is not None else Image.open(path)
-    img.load()  # surfaces truncated files here, inside the caller's error handling
-    return _to_rgb(img)
 
 
 def resolve_eval_geometry(

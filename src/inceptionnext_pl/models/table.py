@@ -1,7 +1,7 @@
 """Params and MACs of any model names at a given resolution (torch's flop counter).
 
 inceptionnext-table inceptionnext_tiny convnext_tiny --img-size 224
-python -m inceptionnext_pl.models.table --paper
+inceptionnext-table        # every model with paper figures, beside them (``inceptionnext_pl.paper``)
 """
 
 from __future__ import annotations
@@ -12,25 +12,15 @@ from collections.abc import Sequence
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from ..paper import PAPER as PAPER_FIGURES
+from ._builder import OUR_MODELS
 from .factory import create_model, list_models
 
-# (params M, MACs G, resolution) as the paper reports them (Tables 1, 3, 4, 5).
-PAPER = {
-    "inceptionnext_atto": (4.2, 0.51, 224),
-    "inceptionnext_tiny": (28.1, 4.2, 224),
-    "inceptionnext_small": (49.4, 8.4, 224),
-    "inceptionnext_base": (86.7, 14.9, 224),
-    "inceptionnext_base_384": (86.7, 43.6, 384),
-    "inceptionnext_small_iso": (22.0, 4.2, 224),
-    "convnext_small_iso": (22.0, 4.3, 224),
-    "metanext_attn_small": (22.0, 4.6, 224),
-    "convnext_tiny_k5": (28.4, 4.4, 224),
-    "convnext_tiny_k3": (28.3, 4.4, 224),
-    "convnext_tiny_k3_par1_2": (28.3, 4.4, 224),
-    "convnext_tiny_k3_par3_8": (28.3, 4.4, 224),
-    "convnext_tiny_k3_par1_4": (28.3, 4.4, 224),
-    "convnext_tiny_k3_par1_8": (28.3, 4.4, 224),
-    "convnext_tiny_k3_par1_16": (28.3, 4.4, 224),
+# (params M, MACs G, resolution) as the paper reports them, for the models defined here.
+PAPER: dict[str, tuple[float | None, float | None, int]] = {
+    name: (r.params_m, r.macs_g, r.img_size)
+    for name, r in PAPER_FIGURES.items()
+    if name in OUR_MODELS
 }
 
 
@@ -39,15 +29,19 @@ def _sdpa_cpu_flops(q, k, v, *args, out_shape=None, **kwargs) -> int:
     return sdpa_flop_count(q, k, v)
 
 
-def count(model: torch.nn.Module, img_size: int, in_chans: int = 3) -> tuple[float, float]:
-    """(params in M, MACs in G) for one image, counting convs, matmuls and attention like fvcore."""
+def count(
+    model: torch.nn.Module, img_size: int | tuple[int, int], in_chans: int = 3
+) -> tuple[float, float]:
+    """(params in M, MACs in G) for one image of ``img_size`` (square, or (H, W)), counting
+    convs, matmuls and attention like fvcore."""
+    h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
     params = sum(p.numel() for p in model.parameters()) / 1e6
     custom = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     with FlopCounterMode(display=False, custom_mapping=custom) as counter, torch.no_grad():
-        model(torch.zeros(1, in_chans, img_size, img_size, device=device))
+        model(torch.zeros(1, in_chans, h, w, device=device))
     model.train(was_training)
     return params, counter.get_total_flops() / 2e9
 

@@ -94,29 +94,34 @@ def build_segmentation_net(
     decoder: DecoderName,
     num_classes: int,
     aux_head: bool | None = None,
+    decoder_channels: int | None = None,
     **backbone_kwargs: Any,
 ) -> SegmentationNet:
     """The paper's head over ``backbone`` (any name with ``features_only``, ours or timm's).
 
     ``backbone_kwargs`` go to ``timm.create_model`` (``drop_path_rate`` of Table 10, ...);
-    ``aux_head`` defaults to True for UperNet, as in mmseg.
+    ``aux_head`` defaults to True for UperNet, as in mmseg. ``decoder_channels`` narrows the
+    head for small inputs (FPN: pyramid channels, half of them for segmentation; UperNet: its
+    channels); None keeps the paper's 256/128 and 512.
     """
     name = f"tu-{backbone}"
+    pyramid = decoder_channels or FPN_PYRAMID
+    segmentation = decoder_channels // 2 if decoder_channels else FPN_SEGMENTATION
     if decoder == "fpn":
         base = smp.FPN(
             encoder_name=name,
             encoder_weights=None,
             classes=num_classes,
-            decoder_pyramid_channels=FPN_PYRAMID,
-            decoder_segmentation_channels=FPN_SEGMENTATION,
+            decoder_pyramid_channels=pyramid,
+            decoder_segmentation_channels=segmentation,
             decoder_dropout=FPN_DROPOUT,
             **backbone_kwargs,
         )
         base.decoder = FPNNeckDecoder(
             base.encoder.out_channels,
             encoder_depth=5,
-            pyramid_channels=FPN_PYRAMID,
-            segmentation_channels=FPN_SEGMENTATION,
+            pyramid_channels=pyramid,
+            segmentation_channels=segmentation,
             dropout=FPN_DROPOUT,
         )
     elif decoder == "upernet":
@@ -124,7 +129,7 @@ def build_segmentation_net(
             encoder_name=name,
             encoder_weights=None,
             classes=num_classes,
-            decoder_channels=UPERNET_CHANNELS,
+            decoder_channels=decoder_channels or UPERNET_CHANNELS,
             **backbone_kwargs,
         )
     else:
@@ -133,7 +138,8 @@ def build_segmentation_net(
         aux_head = decoder == "upernet"
     aux = None
     if aux_head:
-        aux = AuxFCNHead(base.encoder.out_channels[-4 + AUX_STAGE], num_classes)
+        aux_channels = decoder_channels // 2 if decoder_channels else AUX_CHANNELS
+        aux = AuxFCNHead(base.encoder.out_channels[-4 + AUX_STAGE], num_classes, aux_channels)
     return SegmentationNet(base, aux)
 
 

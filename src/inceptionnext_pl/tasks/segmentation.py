@@ -27,6 +27,7 @@ class SemanticSegmenter(TaskModule):
         decoder: ``fpn`` (Table 7: 256 pyramid / 128 segmentation channels, mmseg's 3x3
             output convs) or ``upernet`` (Table 6: 512 channels, auxiliary FCN head on stage 3
             in training, loss weight ``aux_weight``).
+        decoder_channels: a narrower head for small inputs (the demo); None: the paper's.
         num_classes: ``None`` takes it from the datamodule (150 for ADE20K).
         ignore_index: label that counts neither in the loss nor in the metrics.
         pretrained: ImageNet weights of the backbone: a zoo entry, a checkpoint file or the run
@@ -43,6 +44,7 @@ class SemanticSegmenter(TaskModule):
         self,
         backbone: str = "inceptionnext_tiny",
         decoder: DecoderName = "fpn",
+        decoder_channels: int | None = None,
         num_classes: int | None = None,
         ignore_index: int = 255,
         pretrained: str | None = None,
@@ -91,7 +93,11 @@ class SemanticSegmenter(TaskModule):
     def build_network(self, num_classes: int) -> nn.Module:
         hp = self.hparams
         return build_segmentation_net(
-            hp.backbone, hp.decoder, num_classes, **self._backbone_kwargs()
+            hp.backbone,
+            hp.decoder,
+            num_classes,
+            decoder_channels=hp.decoder_channels,
+            **self._backbone_kwargs(),
         )
 
     def load_pretrained_weights(self, source: str) -> Any:

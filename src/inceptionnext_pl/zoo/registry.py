@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from ..paper import PAPER
 from .errors import UnknownEntryError, ZooError
 
 REGISTRY_ENV = "INCEPTIONNEXT_ZOO_REGISTRY"
@@ -158,7 +159,29 @@ _KNOWN = set(_REQUIRED) | {
     "top1_ref",
     "params_m",
     "notes",
+    "paper",
 }
+
+
+def _paper_fields(name: str, raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """top1, top1_ref and params_m from the row of ``inceptionnext_pl.paper`` that the entry's
+    ``paper`` names, unless the entry sets them itself."""
+    key = raw.get("paper")
+    row = None
+    if key is not None:
+        row = PAPER.get(str(key))
+        if row is None:
+            raise ZooError(
+                f"{where}: {name}.paper is {key!r}, which is not a row of inceptionnext_pl.paper; "
+                f"use one of {sorted(PAPER)}"
+            )
+    fields = {
+        "top1": row.top1 if row else None,
+        "top1_ref": f"paper {row.ref}" if row else "",
+        "params_m": row.params_m if row else None,
+    }
+    fields.update({k: raw[k] for k in fields if k in raw})
+    return fields
 
 
 def _entry(name: str, raw: Any, where: str) -> ZooEntry:
@@ -178,7 +201,8 @@ def _entry(name: str, raw: Any, where: str) -> ZooEntry:
     crop = float(raw["crop_pct"])
     if not 0.0 < crop <= 1.0:
         raise ZooError(f"{where}: {name}.crop_pct must be in (0, 1], got {crop}")
-    top1 = raw.get("top1")
+    paper = _paper_fields(name, raw, where)
+    top1 = paper["top1"]
     if top1 is not None and not 0.0 < float(top1) < 100.0:
         raise ZooError(f"{where}: {name}.top1 must be a percentage or null, got {top1}")
     sources = tuple(
@@ -198,8 +222,8 @@ def _entry(name: str, raw: Any, where: str) -> ZooEntry:
         timm_arch=raw.get("timm_arch"),
         aliases=tuple(raw.get("aliases") or ()),
         top1=None if top1 is None else float(top1),
-        top1_ref=str(raw.get("top1_ref", "")),
-        params_m=None if raw.get("params_m") is None else float(raw["params_m"]),
+        top1_ref=str(paper["top1_ref"]),
+        params_m=None if paper["params_m"] is None else float(paper["params_m"]),
         notes=str(raw.get("notes", "")),
     )
 

@@ -4,7 +4,8 @@
 computes without ``band_sequential``: channels split as (identity, k_s x k_s, 1 x k_w, k_h x 1),
 a removed branch passed as ``None``. One Triton launch reads the input and writes the output once
 (no split/cat copies); the backward is one more launch plus a sum over tiles. The op has a fake
-(meta) implementation and an autograd formula, so ``torch.compile`` traces through it.
+(meta) implementation and an autograd formula, so ``torch.compile`` traces through it, and an
+autocast rule, so under ``torch.autocast`` it casts its inputs as ``nn.Conv2d`` does.
 
 Triton is imported only when the kernel first runs; ``TRITON_INTERPRET=1`` runs it on CPU tensors
 (that is how the tests exercise it).
@@ -344,3 +345,34 @@ def _autograd_backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
 
 
 inception_dwconv.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+def _autocast_rule(device_type: str) -> Any:
+    """The op under ``torch.autocast``, as autocast runs ``nn.Conv2d``: its floating-point inputs
+    on ``device_type`` (float64 aside) are cast to the region's autocast dtype, then it runs with
+    autocast off, so a bf16 region gets a bf16 output even from fp32 activations.
+
+    ``torch.library.register_autocast`` fixes one cast dtype when it is registered; conv follows
+    the dtype of the enclosing region (bf16 or fp16), so this rule reads it at each call.
+    """
+
+    def kernel(_keyset: Any, *args: Any) -> Tensor:
+        dtype = torch.get_autocast_dtype(device_type)
+        cast = [
+            a.to(dtype)
+            if isinstance(a, Tensor)
+            and a.is_floating_point()
+            and a.device.type == device_type
+            and a.dtype != torch.float64
+            else a
+            for a in args
+        ]
+        with torch.autocast(device_type, enabled=False):
+            return inception_dwconv(*cast)
+
+    return kernel
+
+
+_AUTOCAST_LIB = torch.library.Library("inceptionnext_pl", "FRAGMENT")
+for _device_type, _key in (("cuda", "AutocastCUDA"), ("cpu", "AutocastCPU")):
+    _AUTOCAST_LIB.impl("inception_dwconv", _autocast_rule(_device_type), _key, with_keyset=True)
