@@ -500,7 +500,7 @@ def test_digit_scenes_are_seeded_balanced_and_split_like_the_digits():
     digits = share[1:]
     assert digits.min() > 0.7 * digits.mean() and digits.max() < 1.3 * digits.mean()
     per_scene = np.array([len(s) for s in drawn])
-    assert per_scene.min() >= 1 and per_scene.max() <= 4 and per_scene.mean() > 2.5
+    assert per_scene.min() >= 1 and per_scene.max() <= 3 and per_scene.mean() > 1.5
     for scene, mask in zip(drawn[:50], masks[:50]):  # each drawn digit's class is in its mask
         assert {labels[i] + 1 for i in scene} <= set(np.unique(mask).tolist())
 

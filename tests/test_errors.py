@@ -69,3 +69,11 @@ def test_import_stays_light():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_table_command_names_an_unknown_model(capsys):
+    from inceptionnext_pl.models.table import main
+
+    assert main(["inceptionnext_tinny"]) == 1
+    err = capsys.readouterr().err
+    assert "Unknown model 'inceptionnext_tinny'" in err and "Traceback" not in err

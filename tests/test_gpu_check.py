@@ -14,7 +14,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu" / "check.sh"
-STEPS = ["setup", "tests", "bench_eager", "bench_compiled", "mixer", "fit_a", "fit_b", "fit_c"]
+STEPS = [
+    "setup", "tests", "bench_eager", "bench_compiled", "mixer", "fit_a", "fit_b", "fit_c", "seg"
+]  # fmt: skip
 
 
 def _run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
@@ -49,6 +51,7 @@ def test_dry_run_runs_every_step_and_publishes_what_comes_back(dry_run) -> None:
     with tarfile.open(out / "results.tgz") as tar:
         names = {Path(n).name for n in tar.getnames()}
     expected = {"env.json", "models-eager.csv", "models-compiled.csv", "kernels.csv", "fit.csv"}
+    expected |= {"seg-cpu-fp32.csv"}
     assert expected | {f"{s}.log" for s in STEPS} <= names
     assert "=== [fit_c] exit 0" in (out / "check.log").read_text()
 

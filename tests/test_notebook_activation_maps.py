@@ -3,7 +3,6 @@ weights that the test writes into the caches in each source's real format."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -87,24 +86,11 @@ def test_notebook_runs_offline(kernel, demo_ckpt, tmp_path, monkeypatch):
     assert len(figures) == 2  # models side by side, methods side by side
 
 
-def _hub_cache_file(root: Path, repo: str, filename: str, data: bytes) -> None:
-    """huggingface_hub's cache layout: blobs/<sha256>, linked from snapshots/<commit>/."""
-    folder = root / f"models--{repo.replace('/', '--')}"
-    blob = hashlib.sha256(data).hexdigest()
-    (folder / "blobs").mkdir(parents=True)
-    (folder / "blobs" / blob).write_bytes(data)
-    commit = "0" * 40
-    (folder / "refs").mkdir()
-    (folder / "refs" / "main").write_text(commit)
-    snap = folder / "snapshots" / commit
-    snap.mkdir(parents=True)
-    (snap / filename).symlink_to(Path("../../blobs") / blob)
-
-
-def _write_zoo_caches(torch_home: Path, hub_cache: Path) -> None:
+def _write_zoo_caches(torch_home: Path, hub_cache: Path, hub_cache_file) -> None:
     """Random weights for the four models of Figure 4, where the zoo looks for its downloads:
     the official InceptionNeXt release file (a .pth under TORCH_HOME) and timm's hub copies
     (safetensors in the hub cache)."""
+    hub_cache.mkdir(parents=True, exist_ok=True)
     for name, arch in [
         ("resnet50.a1_in1k", "resnet50"),
         ("swin_tiny_patch4_window7_224.ms_in1k", "swin_tiny_patch4_window7_224"),
@@ -113,7 +99,7 @@ def _write_zoo_caches(torch_home: Path, hub_cache: Path) -> None:
         (source,) = get_entry(name).sources
         path = hub_cache / "tmp.safetensors"
         save_file(create_model(arch).state_dict(), str(path))
-        _hub_cache_file(hub_cache, source.hf, source.file, path.read_bytes())
+        hub_cache_file(hub_cache, source.hf, source.file, path.read_bytes())
         path.unlink()
     release = next(s for s in get_entry("inceptionnext_tiny").sources if s.url)
     (torch_home / "hub" / "checkpoints").mkdir(parents=True)
@@ -124,10 +110,10 @@ def _write_zoo_caches(torch_home: Path, hub_cache: Path) -> None:
 
 
 @pytest.mark.timeout(600)
-def test_notebook_zoo_branch_on_cached_weights(kernel, tmp_path, monkeypatch):
+def test_notebook_zoo_branch_on_cached_weights(kernel, tmp_path, monkeypatch, hub_cache_file):
     """The Figure 4 path: four ImageNet models from the zoo's caches, offline."""
     torch_home, hf_home = tmp_path / "torch", tmp_path / "hf"
-    _write_zoo_caches(torch_home, hf_home / "hub")
+    _write_zoo_caches(torch_home, hf_home / "hub", hub_cache_file)
     monkeypatch.setenv("TORCH_HOME", str(torch_home))
     monkeypatch.setenv("HF_HOME", str(hf_home))
     monkeypatch.setenv("HF_HUB_CACHE", str(hf_home / "hub"))
@@ -142,7 +128,7 @@ def test_notebook_zoo_branch_on_cached_weights(kernel, tmp_path, monkeypatch):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert not [o for o in outputs if o.output_type == "error"]
-    assert "using the digits demo" not in text and "Zoo weights unavailable" not in text
+    assert "using the digits demo" not in text and "Zoo weights unavailable" not in text, text
     figures = [
         o for o in outputs if o.output_type == "display_data" and "image/png" in o.get("data", {})
     ]

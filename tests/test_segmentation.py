@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -9,35 +10,34 @@ import torch
 from torch import nn
 
 from inceptionnext_pl.cli import build_cli
-from inceptionnext_pl.models.table import count
+from inceptionnext_pl.models.table import count, main, seg_table
+from inceptionnext_pl.paper import PAPER_SEG
 from inceptionnext_pl.seg.networks import build_segmentation_net, slide_logits
 from inceptionnext_pl.seg.weights import feature_net_names
 from inceptionnext_pl.tasks import ImageClassifier
 from inceptionnext_pl.tasks.segmentation import SemanticSegmenter
 from inceptionnext_pl.zoo import StateDictMismatchError
 
-# Tables 6 and 7: (decoder, backbone, input (H, W)) -> (params M, MACs G).
-PAPER = {
-    ("fpn", "inceptionnext_tiny", (512, 512)): (28, 44),
-    ("fpn", "inceptionnext_small", (512, 512)): (50, 65),
-    ("fpn", "inceptionnext_base", (512, 512)): (85, 100),
-    ("upernet", "inceptionnext_tiny", (512, 2048)): (56, 933),
-    ("upernet", "inceptionnext_small", (512, 2048)): (78, 1020),
-    ("upernet", "inceptionnext_base", (512, 2048)): (115, 1159),
-}
+
+def test_sizes_match_the_paper(capsys):
+    """Every row of Tables 6 and 7 this project can build, within 5% (the table command)."""
+    main(["--seg"])
+    printed = capsys.readouterr().out
+    rows = seg_table()
+    assert len(rows) == len(PAPER_SEG)
+    for r in rows:
+        assert abs(r["params_m"] - r["paper_params_m"]) / r["paper_params_m"] < 0.05, r
+        assert abs(r["macs_g"] - r["paper_macs_g"]) / r["paper_macs_g"] < 0.05, r
+        assert f"| {r['decoder']:7} | {r['backbone']:28} |" in printed
 
 
-@pytest.mark.parametrize(
-    "key", list(PAPER), ids=lambda k: f"{k[0]}-{k[1]}" if isinstance(k, tuple) else None
-)
-def test_sizes_match_the_paper(key):
-    decoder, backbone, size = key
+def test_the_module_builds_the_paper_network_on_meta():
     with torch.device("meta"):
-        module = SemanticSegmenter(backbone=backbone, decoder=decoder, num_classes=150)
-    params, macs = count(module.model, size)
-    want_p, want_m = PAPER[key]
-    assert abs(params - want_p) / want_p < 0.05, (params, want_p)
-    assert abs(macs - want_m) / want_m < 0.05, (macs, want_m)
+        module = SemanticSegmenter(backbone="inceptionnext_tiny", decoder="fpn", num_classes=150)
+    params, macs = count(module.model, (512, 512))
+    ref = PAPER_SEG[("fpn", "inceptionnext_tiny")]
+    assert abs(params - ref.params_m) / ref.params_m < 0.05
+    assert abs(macs - ref.macs_g) / ref.macs_g < 0.05
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +190,70 @@ def test_paper_recipes_reach_the_module(tmp_path):
             if decoder == "upernet"
             else cli.model.model.aux_head is None
         )
+
+
+@pytest.fixture(scope="module")
+def seg_demo(tmp_path_factory, torch_threads):
+    """The README's segmentation demo, once, as a user runs it."""
+    root = tmp_path_factory.mktemp("segdemo")
+    with torch_threads(2):  # as a user runs it: both cores (the rest of the suite uses one)
+        cli = build_cli(
+            [
+                "fit",
+                "--config",
+                "configs/seg/demo.yaml",
+                "--trainer.enable_progress_bar=false",
+                f"--trainer.default_root_dir={root}",
+            ]
+        )
+    return cli, root
+
+
+@pytest.mark.timeout(900)
+def test_seg_demo_reaches_its_miou(seg_demo):
+    """>= 0.55 val/mIoU on the digit scenes, with logs, last/best checkpoints and overlays."""
+    cli, _ = seg_demo
+    best = cli.trainer.checkpoint_callback.best_model_score
+    assert best is not None and best >= 0.55, best
+    logdir = Path(cli.trainer.log_dir)
+    assert list(logdir.glob("events.out.tfevents.*"))
+    ckpts = {p.name for p in Path(cli.trainer.checkpoint_callback.dirpath).glob("*.ckpt")}
+    assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts)
+    assert len(list((logdir / "overlays").glob("epoch_*.png"))) == 4  # every 2nd of 8 epochs
+
+
+def test_lightning_validate_prints_the_seg_demo_miou(seg_demo, validate_metric):
+    _, root = seg_demo
+    last = next(root.rglob("last.ckpt"))
+    miou = validate_metric(
+        "configs/seg/demo.yaml", last, root, "val/mIoU", "--trainer.callbacks=[]"
+    )
+    assert miou >= 0.55
+
+
+def test_bench_seg_mode_measures_fps_at_batch_one(tmp_path, capsys):
+    from inceptionnext_pl.bench import main as bench
+
+    argv = ["--mode", "seg", "--img-size", "64", "--warmup", "1", "--iters", "2", "--threads", "1"]
+    bench(
+        [
+            *argv,
+            "--seg-models",
+            "fpn/inceptionnext_atto",
+            "upernet/resnet18",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "batch 1" in out and "short side 64 (UperNet 4x wide)" in out
+    with open(tmp_path / "seg-cpu-fp32.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["decoder"], r["backbone"], r["input"]) for r in rows] == [
+        ("fpn", "inceptionnext_atto", "64x64"),
+        ("upernet", "resnet18", "64x256"),
+    ]
+    assert all(float(r["fps"]) > 0 for r in rows)
+    with pytest.raises(SystemExit):
+        bench(["--mode", "seg", "--seg-models", "segformer/inceptionnext_atto"])
+    assert "DECODER/BACKBONE" in capsys.readouterr().err

@@ -244,29 +244,16 @@ def test_all_sources_failing_lists_each(server, monkeypatch):
     assert len(lines) == 2 and "HTTP 404" in lines[0] and "hf-hub:" in lines[1]
 
 
-def _fake_hub_file(root: Path, repo: str, filename: str, data: bytes, blob: str) -> None:
-    """The layout huggingface_hub caches a file in: blobs/<sha256> linked from snapshots/."""
-    folder = root / f"models--{repo.replace('/', '--')}"
-    (folder / "blobs").mkdir(parents=True)
-    (folder / "blobs" / blob).write_bytes(data)
-    commit = "a" * 40
-    (folder / "refs").mkdir()
-    (folder / "refs" / "main").write_text(commit)
-    snap = folder / "snapshots" / commit
-    snap.mkdir(parents=True)
-    (snap / filename).symlink_to(Path("../../blobs") / blob)
-
-
-def test_cached_hub_file_is_checked_against_its_lfs_sha256(tmp_path):
+def test_cached_hub_file_is_checked_against_its_lfs_sha256(tmp_path, hub_cache_file):
     import huggingface_hub.constants as hfc
 
     data = b"hub weights" * 1000
     good = hashlib.sha256(data).hexdigest()
-    _fake_hub_file(Path(hfc.HF_HUB_CACHE), "timm/resnet50.a1_in1k", "model.safetensors", data, good)
+    hub_cache_file(Path(hfc.HF_HUB_CACHE), "timm/resnet50.a1_in1k", "model.safetensors", data, good)
     path = fetch("resnet50.a1_in1k", progress=False)
     assert path.read_bytes() == data
 
-    _fake_hub_file(
+    hub_cache_file(
         Path(hfc.HF_HUB_CACHE), "timm/resnet50.a2_in1k", "model.safetensors", b"corrupt", good
     )
     with pytest.raises(ChecksumError, match="published"):

@@ -39,26 +39,14 @@ class RandomImages(L.LightningDataModule):
         return DataLoader(self.data, batch_size=self.batch_size)
 
 
-def _trainer(root, **kwargs) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=root,
-        **kwargs,
-    )
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, tiny_trainer):
     """A real ImageClassifier trained for two steps with an EMA, saved by the Trainer."""
     root = tmp_path_factory.mktemp("run")
     module = ImageClassifier(
         model_name="inceptionnext_atto", num_classes=CLASSES, ema_decay=0.5, warmup_epochs=0
     )
-    trainer = _trainer(root, max_steps=2, limit_val_batches=0)
+    trainer = tiny_trainer(default_root_dir=root, max_steps=2, limit_val_batches=0)
     trainer.fit(module, RandomImages())
     trainer.save_checkpoint(root / "run.ckpt")
     raw = {k: v.clone() for k, v in module.model.state_dict().items()}
@@ -68,33 +56,31 @@ def run(tmp_path_factory):
     return root / "run.ckpt", raw, ema
 
 
-def _equal(a: dict, b: dict, skip: str = "\0") -> bool:
-    keys = [k for k in b if not k.startswith(skip)]
-    return bool(keys) and all(torch.equal(a[k], b[k]) for k in keys)
-
-
-def test_read_lightning_checkpoint_raw_and_ema(run):
+def test_read_lightning_checkpoint_raw_and_ema(run, state_dicts_equal):
     path, raw, ema = run
     ckpt = read_checkpoint(path)
     assert ckpt.container == "lightning" and ckpt.has_ema and not ckpt.ema
     assert ckpt.hparams["model_name"] == "inceptionnext_atto"
-    assert set(ckpt.state_dict) == set(raw) and _equal(ckpt.state_dict, raw)
-    assert _equal(read_checkpoint(path, ema=True).state_dict, ema)
+    assert set(ckpt.state_dict) == set(raw) and state_dicts_equal(ckpt.state_dict, raw)
+    assert state_dicts_equal(read_checkpoint(path, ema=True).state_dict, ema)
     with pytest.raises(CheckpointFormatError, match=r"prefixes: model\.\)"):
         read_checkpoint(path, prefix="net.")
 
 
-def test_finetune_from_lightning_checkpoint(run):
+def test_finetune_from_lightning_checkpoint(run, state_dicts_equal):
     path, raw, ema = run
     model = fast_model("inceptionnext_atto", num_classes=3)
     report = load_pretrained(model, path, progress=False)
-    assert _equal(model.state_dict(), raw, skip="head.fc2.") and not report.classifier_loaded
+    assert (
+        state_dicts_equal(model.state_dict(), raw, skip="head.fc2.")
+        and not report.classifier_loaded
+    )
     assert "EMA weights (ema=True)" in str(report)
     load_pretrained(model, path, ema=True, progress=False)
-    assert _equal(model.state_dict(), ema, skip="head.fc2.")
+    assert state_dicts_equal(model.state_dict(), ema, skip="head.fc2.")
 
 
-def test_export_loads_in_timm_with_the_printed_call(run, tmp_path, capsys):
+def test_export_loads_in_timm_with_the_printed_call(run, tmp_path, capsys, state_dicts_equal):
     path, raw, ema = run
     dst = tmp_path / "atto10.safetensors"
     assert main(["export", str(path), str(dst), "--ema"]) == 0
@@ -105,10 +91,10 @@ def test_export_loads_in_timm_with_the_printed_call(run, tmp_path, capsys):
     )
     assert call in out
     model = eval(call, {"timm": timm})
-    assert _equal(model.state_dict(), ema)  # the fine-tuned classifier included
+    assert state_dicts_equal(model.state_dict(), ema)  # the fine-tuned classifier included
 
 
-def test_export_1000_class_checkpoint_exact_timm_call(tmp_path):
+def test_export_1000_class_checkpoint_exact_timm_call(tmp_path, state_dicts_equal):
     """A Lightning checkpoint made by `convert`, exported, then timm's plain overlay call."""
     src = fast_model("inceptionnext_atto", seed=7).state_dict()
     torch.save(src, tmp_path / "official.pth")
@@ -117,7 +103,7 @@ def test_export_1000_class_checkpoint_exact_timm_call(tmp_path):
     )
     assert res.target == "lightning" and res.num_classes == 1000
     module = ImageClassifier.load_from_checkpoint(tmp_path / "run.ckpt")
-    assert _equal(module.model.state_dict(), src)
+    assert state_dicts_equal(module.model.state_dict(), src)
 
     for suffix in (".safetensors", ".pth"):
         dst = tmp_path / f"export{suffix}"
@@ -129,7 +115,7 @@ def test_export_1000_class_checkpoint_exact_timm_call(tmp_path):
         model = timm.create_model(
             "inceptionnext_atto", pretrained=True, pretrained_cfg_overlay=dict(file=str(dst))
         )
-        assert _equal(model.state_dict(), src)
+        assert state_dicts_equal(model.state_dict(), src)
 
 
 def test_export_refuses_what_it_cannot_check(tmp_path, run):
@@ -141,7 +127,7 @@ def test_export_refuses_what_it_cannot_check(tmp_path, run):
     assert not (tmp_path / "out.pth").exists()
 
 
-def test_lightning_weight_averaging_layout(tmp_path):
+def test_lightning_weight_averaging_layout(tmp_path, state_dicts_equal):
     # Lightning's WeightAveraging callbacks save the average as `state_dict` and move the
     # trained weights to `current_model_state`.
     raw = small_convnext_variant().state_dict()
@@ -155,11 +141,11 @@ def test_lightning_weight_averaging_layout(tmp_path):
         },
         tmp_path / "wa.ckpt",
     )
-    assert _equal(read_checkpoint(tmp_path / "wa.ckpt").state_dict, raw)
-    assert _equal(read_checkpoint(tmp_path / "wa.ckpt", ema=True).state_dict, avg)
+    assert state_dicts_equal(read_checkpoint(tmp_path / "wa.ckpt").state_dict, raw)
+    assert state_dicts_equal(read_checkpoint(tmp_path / "wa.ckpt", ema=True).state_dict, avg)
 
 
-def test_convert_between_official_timm_and_facebook(tmp_path, capsys):
+def test_convert_between_official_timm_and_facebook(tmp_path, capsys, state_dicts_equal):
     src = small_convnext_variant()
     fill_(src, 8)
     sd = src.state_dict()
@@ -173,11 +159,11 @@ def test_convert_between_official_timm_and_facebook(tmp_path, capsys):
     assert fb["stages.0.0.pwconv1.weight"].ndim == 2  # facebook's Linear pointwise layers
     # official == facebook for the ConvNeXt variants; back to timm keys is lossless
     convert_file(tmp_path / "fb.pth", tmp_path / "official.pth", to="official")
-    assert _equal(torch.load(tmp_path / "official.pth"), fb)
+    assert state_dicts_equal(torch.load(tmp_path / "official.pth"), fb)
     convert_file(tmp_path / "fb.pth", tmp_path / "back.safetensors")
     back = read_checkpoint(tmp_path / "back.safetensors")
     assert back.container == "safetensors" and set(back.state_dict) == set(sd)
-    assert _equal(back.state_dict, sd)
+    assert state_dicts_equal(back.state_dict, sd)
     capsys.readouterr()
 
     atto = tmp_path / "atto.pth"
@@ -193,7 +179,9 @@ def test_convert_between_official_timm_and_facebook(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("num_classes", [5, None])
-def test_image_classifier_starts_from_the_file_backbone(tmp_path, num_classes):
+def test_image_classifier_starts_from_the_file_backbone(
+    tmp_path, num_classes, state_dicts_equal, tiny_trainer
+):
     src = fast_model("inceptionnext_atto", seed=9).state_dict()
     torch.save(src, tmp_path / "official.pth")
     module = ImageClassifier(
@@ -201,6 +189,12 @@ def test_image_classifier_starts_from_the_file_backbone(tmp_path, num_classes):
         num_classes=num_classes,
         pretrained=str(tmp_path / "official.pth"),
     )
-    _trainer(tmp_path, limit_val_batches=1).validate(module, RandomImages(classes=5))
-    assert _equal(module.model.state_dict(), src, skip="head.fc2.")
+    if num_classes is not None:  # the weights are in place as soon as the module is built
+        assert state_dicts_equal(module.model.state_dict(), src, skip="head.fc2.")
+    else:  # the head waits for the data's class count: built, and loaded, in setup
+        assert module.model is None
+    tiny_trainer(default_root_dir=tmp_path, limit_val_batches=1).validate(
+        module, RandomImages(classes=5)
+    )
+    assert state_dicts_equal(module.model.state_dict(), src, skip="head.fc2.")
     assert module.model.get_classifier().out_features == 5

@@ -4,7 +4,7 @@
 #   bash benchmarks/gpu/check.sh                      # on the lent GPU (see benchmarks/gpu/README.md)
 #   DRY=1 OUT=/tmp/dry bash benchmarks/gpu/check.sh   # the same steps on CPU at tiny sizes
 #
-# Steps, in order (cap in seconds on the GPU; the caps add up to 450 s):
+# Steps, in order (cap in seconds on the GPU; the caps add up to 475 s):
 #   setup 25           carried wheels, the package from src/, every version -> env.json
 #   tests 60           pytest -m cuda (tests/test_cuda.py) -> cuda-tests.xml
 #   bench_eager 75     inceptionnext-bench bf16 channels_last batch 128 224², train + infer:
@@ -17,6 +17,8 @@
 #   fit_c 70           (b) with model.compile and the fast path (fast: auto, which takes the
 #                      kernel for channels_last CUDA input: jsonargparse reads "on" in
 #                      model_kwargs as the boolean true)
+#   seg 25             segmentation FPS at batch 1 as Tables 6 and 7 (fp32, FPN 512x512,
+#                      UperNet 512x2048): InceptionNeXt-T and the baselines -> seg-cuda-fp32.csv
 # Each result is published as soon as its step ends: $OUT/results.tgz (every file so far),
 # $OUT/summary.txt (the targets, by benchmarks/gpu/summary.py) and $OUT/check.log (all output).
 #
@@ -38,7 +40,7 @@ WORK=${WORK:-$(mktemp -d)}
 RES=$WORK/results
 mkdir -p "$OUT" "$RES"
 WHEELS=${WHEELS:-$REPO/.gpu_wheels}
-STEPS=${STEPS:-"setup tests bench_eager bench_compiled mixer fit_a fit_b fit_c"}
+STEPS=${STEPS:-"setup tests bench_eager bench_compiled mixer fit_a fit_b fit_c seg"}
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_DATASETS_CACHE=$WORK/hf
@@ -63,6 +65,7 @@ if [[ $DRY == 1 ]]; then
   IMAGES=(--total 48 --distinct 8 --classes 4)
   COMPILE_ENV=(env TORCHDYNAMO_DISABLE=1)
   TEST_ARGS=(--collect-only -q)
+  SEG_SIZE=64 SEG_MODELS=(fpn/inceptionnext_atto upernet/inceptionnext_atto)
 else
   export OURS=inceptionnext_tiny TIMM=inception_next_tiny CONVNEXT=convnext_tiny RESNET=resnet50
   export FAST=on
@@ -73,6 +76,8 @@ else
   IMAGES=(--total 26000 --distinct 512 --classes 1000)
   COMPILE_ENV=()
   TEST_ARGS=(-q -rfE)
+  SEG_SIZE=512 SEG_MODELS=(fpn/inceptionnext_tiny fpn/resnet50 upernet/inceptionnext_tiny
+    upernet/convnext_tiny upernet/swin_tiny_patch4_window7_224)
 fi
 
 cap() {  # the cap of step $1: CAP_<step>, else $2 (four times longer in a DRY run)
@@ -154,6 +159,10 @@ FIT_REAL=($PY -m inceptionnext_pl.cli fit "${FIT[@]}" --data.dataset "$WORK/imag
 step fit_b 40 "${FIT_REAL[@]}" --config "$(fit_config b)"
 step fit_c 70 "${COMPILE_ENV[@]}" "${FIT_REAL[@]}" \
   --config "$(fit_config c --compile-fast configs/tiny.yaml)"
+
+step seg 25 $PY -m inceptionnext_pl.bench --mode seg --device "$DEVICE" --precision fp32 \
+  --img-size "$SEG_SIZE" --warmup "$WARMUP" --iters "$ITERS" --out "$RES" \
+  --seg-models "${SEG_MODELS[@]}"
 
 publish
 echo "=== summary"

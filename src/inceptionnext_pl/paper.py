@@ -117,3 +117,42 @@ PAPER: dict[str, Reported] = {
 def reported(name: str) -> Reported | None:
     """The paper's row for a model name (a pretrained tag is dropped if it has no row of its own)."""
     return PAPER.get(name) or PAPER.get(name.split(".")[0])
+
+
+@dataclass(frozen=True)
+class ReportedSeg:
+    """One ADE20K row (Tables 6 and 7): params, MACs at ``input_size`` (H, W), FPS on a 2080Ti
+    and mIoU on the validation set."""
+
+    label: str
+    ref: str
+    params_m: float
+    macs_g: float
+    input_size: tuple[int, int]
+    fps_2080ti: float | None
+    miou: float
+
+
+_T6, _T7 = "Table 6 (UperNet)", "Table 7 (Semantic FPN)"
+_UPER, _FPN = (512, 2048), (512, 512)
+
+# Keys are (decoder, backbone) as SemanticSegmenter takes them.
+PAPER_SEG: dict[tuple[str, str], ReportedSeg] = {
+    ("upernet", "swin_tiny_patch4_window7_224"): ReportedSeg(
+        "Swin-T", _T6, 60, 945, _UPER, 20.6, 45.8
+    ),
+    ("upernet", "convnext_tiny"): ReportedSeg("ConvNeXt-T", _T6, 60, 939, _UPER, 20.6, 46.7),
+    ("upernet", "inceptionnext_tiny"): ReportedSeg(
+        "InceptionNeXt-T", _T6, 56, 933, _UPER, 22.7, 47.9
+    ),
+    ("upernet", "inceptionnext_small"): ReportedSeg(
+        "InceptionNeXt-S", _T6, 78, 1020, _UPER, 17.6, 50.0
+    ),
+    ("upernet", "inceptionnext_base"): ReportedSeg(
+        "InceptionNeXt-B", _T6, 115, 1159, _UPER, 17.5, 50.6
+    ),
+    ("fpn", "resnet50"): ReportedSeg("ResNet-50", _T7, 29, 46, _FPN, 30.2, 36.7),
+    ("fpn", "inceptionnext_tiny"): ReportedSeg("InceptionNeXt-T", _T7, 28, 44, _FPN, 31.4, 43.1),
+    ("fpn", "inceptionnext_small"): ReportedSeg("InceptionNeXt-S", _T7, 50, 65, _FPN, 20.7, 45.6),
+    ("fpn", "inceptionnext_base"): ReportedSeg("InceptionNeXt-B", _T7, 85, 100, _FPN, 20.2, 46.4),
+}

@@ -3,6 +3,7 @@
 Examples:
   inceptionnext-bench --models inceptionnext_tiny convnext_tiny resnet50 --precision tf32 --plot
   inceptionnext-bench --mode mixer --precision bf16
+  inceptionnext-bench --mode seg --precision fp32          # Tables 6 and 7: FPS at batch 1
   inceptionnext-bench --mode plot --csv benchmarks/a100/models-cuda-tf32.csv --out benchmarks/a100
 """
 
@@ -18,9 +19,11 @@ from typing import Any
 import torch
 
 from ..models import UnknownModelError, check_model_name
+from ..paper import PAPER_SEG
 from .measure import MEMORY_FORMATS, PRECISIONS, memory_kind
 from .plot import plot_figure1
 from .report import add_ratios, environment, format_table, write_results
+from .seg import bench_segmentation, parse_seg_spec
 from .spec import SpecError, split_spec
 from .suites import (
     MIXER_BASELINE,
@@ -99,10 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--mode",
-        choices=("models", "mixer", "plot"),
+        choices=("models", "mixer", "seg", "plot"),
         default="models",
         help="models: whole networks; mixer: the token mixer alone at InceptionNeXt-T's stages; "
-        "plot: redraw Figure 1 from models CSVs (default: models)",
+        "seg: segmentation FPS at batch 1 (Tables 6, 7); plot: redraw Figure 1 from models CSVs "
+        "(default: models)",
+    )
+    p.add_argument(
+        "--seg-models",
+        nargs="+",
+        default=[f"{d}/{b}" for d, b in PAPER_SEG],
+        metavar="DECODER/BACKBONE",
+        help="segmentation networks for --mode seg, e.g. fpn/inceptionnext_tiny "
+        "upernet/convnext_tiny (default: every row of Tables 6 and 7 built here)",
     )
     p.add_argument(
         "--models",
@@ -129,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--img-size",
         type=_int_at_least(32),
-        default=224,
-        help="square input side; at least 32 (the networks downsample by 32) (default: 224)",
+        default=None,
+        help="square input side; at least 32 (the networks downsample by 32) (default: 224; "
+        "--mode seg: the short side, 512 as in the paper, UperNet 4x as wide)",
     )
     p.add_argument(
         "--precision",
@@ -251,6 +264,8 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> torch
         parser.error("--csv is for --mode plot")
 
     device = resolve_device(parser, args.device)
+    if args.img_size is None:
+        args.img_size = 512 if args.mode == "seg" else 224
     if args.precision is None:
         args.precision = "tf32" if device.type == "cuda" else "fp32"
     if args.precision == "tf32" and device.type != "cuda":
@@ -280,6 +295,15 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> torch
             parser.error(f"--baseline {args.baseline} is not in --models; add it to --models")
         if args.plot and not args.models:
             parser.error("--plot needs models")
+    elif args.mode == "seg":
+        try:
+            args.seg_specs = [parse_seg_spec(s) for s in args.seg_models]
+            for _, backbone in args.seg_specs:
+                check_model_name(backbone)
+        except (BenchError, UnknownModelError) as exc:
+            parser.error(str(exc))
+        if args.plot:
+            parser.error("--plot draws Figure 1 from a models run; it does not apply to --mode seg")
     else:  # mixer
         if args.plot:
             parser.error(
@@ -451,6 +475,37 @@ def run_mixer(args: argparse.Namespace, device: torch.device) -> list[dict[str, 
     return rows
 
 
+SEG_COLUMNS = (
+    ("decoder", "head", ""),
+    ("backbone", "backbone", ""),
+    ("input", "input", ""),
+    ("params_m", "params (M)", ".1f"),
+    ("macs_g", "MACs (G)", ".1f"),
+    ("fps", "FPS", ".2f"),
+    ("ms", "ms / image", ".1f"),
+    ("paper_fps_2080ti", "paper FPS (2080Ti)", ""),
+    ("paper_miou", "paper mIoU", ""),
+)
+
+
+def run_seg(args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    settings, meta, stem = _settings(args, device), _meta(args, device), _stem(args, device)
+    meta["settings"]["seg_models"] = args.seg_models
+    meta["settings"]["batch_size"] = 1
+    meta["settings"]["infer_step"] = "forward at batch 1 under torch.inference_mode, 150 classes"
+    _log(f"segmentation FPS on {meta['environment']['device_name']} ({args.precision})")
+    rows = [bench_segmentation(d, b, settings, args.img_size, log=_log) for d, b in args.seg_specs]
+    csv_path, json_path = write_results(args.out, stem, rows, meta)
+    env = meta["environment"]
+    print(
+        f"\n{env['device_name']} · torch {env['torch']} · {args.precision} · batch 1 · "
+        f"short side {args.img_size} (UperNet 4x wide)"
+    )
+    print(format_table(rows, SEG_COLUMNS))
+    print(f"wrote {csv_path} and {json_path}")
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -465,6 +520,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"wrote {png} ({len(names)} points)")
         elif args.mode == "mixer":
             run_mixer(args, device)
+        elif args.mode == "seg":
+            run_seg(args, device)
         else:
             run_models(args, device)
     except (BenchError, ValueError) as exc:

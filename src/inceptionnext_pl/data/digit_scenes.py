@@ -1,7 +1,7 @@
 """The built-in segmentation demo set: scenes of scikit-learn digits with per-pixel labels.
 
 Each scene is a square RGB canvas (64 px by default) with a dark, slightly noisy background on
-which 2-4 handwritten digits are drawn at random sizes and places, each in its own bright colour.
+which 1-3 handwritten digits are drawn at random sizes and places, each in its own bright colour.
 The 8x8 digits are upsampled smoothly (bicubic); a pixel belongs to a digit's stroke where the
 upsampled ink is at least half the full ink, and it is labelled with the digit's class: digit
 ``d`` is class ``d + 1``, the background class 0, so there are 11 classes. Where a later digit's
@@ -35,10 +35,10 @@ __all__ = [
 DIGIT_SCENE_SIZE = 64
 DIGIT_SCENE_CLASSES = ("background", *(str(d) for d in range(10)))
 SCENES_PER_SPLIT = {"train": 2000, "validation": 500}
-DIGITS_PER_SCENE = (2, 4)  # inclusive
-DIGIT_SIZE = (0.3, 0.55)  # side of a drawn digit, as a fraction of the canvas side
+DIGITS_PER_SCENE = (1, 3)  # inclusive
+DIGIT_SIZE = (0.4, 0.6)  # side of a drawn digit, as a fraction of the canvas side
 STROKE_INK = 0.5  # a stroke pixel holds at least this share of the full ink
-MAX_OVERLAP = 0.15
+MAX_OVERLAP = 0.05
 PLACE_TRIES = 10
 # Part of the demo's definition, like the digits split: not the user's seed.
 SPLIT_SEEDS = {"train": 1, "validation": 2}

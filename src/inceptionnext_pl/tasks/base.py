@@ -168,6 +168,12 @@ class TaskModule(L.LightningModule):
     def metrics_for(self, prefix: str) -> MetricCollection:
         return self.eval_metrics[prefix]
 
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.evaluate(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self.evaluate(batch, "test")
+
     # ------------------------------------------------------------ callbacks
     def configure_callbacks(self) -> list[L.Callback]:
         """Per-rank seeds always; BN reduce, EMA and freezing as the recipe asks."""

@@ -139,12 +139,6 @@ class ImageClassifier(TaskModule):
         for name, metric in metrics.items():
             self.log(f"{prefix}/{name}", metric, prog_bar=name == "acc1", batch_size=n)
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self.evaluate(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self.evaluate(batch, "test")
-
     def predict_step(
         self, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> dict[str, torch.Tensor]:

@@ -169,12 +169,6 @@ class SemanticSegmenter(TaskModule):
         for name, metric in metrics.items():
             self.log(f"{prefix}/{name}", metric, prog_bar=name == "mIoU", batch_size=n)
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self.evaluate(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self.evaluate(batch, "test")
-
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
         x = batch[0] if isinstance(batch, list | tuple) else batch
         return self(x).argmax(1)
