@@ -17,6 +17,7 @@ WHEELS=(
   jsonargparse==4.53.0 docstring-parser==0.18.0 typeshed-client==2.15.0  # jsonargparse[signatures]
   datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19                       # datasets
   ttach==0.0.3                                                            # grad-cam
+  segmentation-models-pytorch==0.6.0                                      # the seg step
 )
 SDISTS=(grad-cam==1.5.7)
 PLATFORM=(--python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64

@@ -12,7 +12,6 @@ import torch
 
 from ..models.table import _takes_img_size, count
 from ..paper import PAPER_SEG
-from ..seg.networks import build_segmentation_net
 from .measure import MEMORY_FORMATS, autocast, median_step_time, synchronize
 from .suites import BenchError, Log, Settings
 
@@ -39,6 +38,8 @@ def bench_segmentation(
     decoder: str, backbone: str, settings: Settings, short_side: int, log: Log = print
 ) -> dict[str, Any]:
     """Params, MACs and frames per second of one segmentation network at batch 1."""
+    from ..seg.networks import build_segmentation_net  # smp: imported only for --mode seg
+
     h, w = input_size(decoder, short_side)
     kwargs = {"img_size": (h, w)} if _takes_img_size(backbone) else {}
     with torch.device("meta"):

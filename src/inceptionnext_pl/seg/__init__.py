@@ -1,0 +1,1 @@
+"""Semantic segmentation networks (smp decoders), backbone transfer and overlays."""
