@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fetch here (where PyPI is reachable) the pure-Python wheels that the GPU machine lacks, into
-# .gpu_wheels/ (ignored by git through .git/info/exclude), to be carried with the device call:
+# .gpu_wheels/ (ignored by git through .gitignore), to be carried with the device call:
 #
 #   bash benchmarks/gpu/prepare.sh      # then run(..., carry=[".gpu_wheels"]), see README.md
 #
