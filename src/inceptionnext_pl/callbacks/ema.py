@@ -9,7 +9,7 @@ validation batch under the metric prefix ``val_ema``.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import lightning as L
 import torch
@@ -19,16 +19,6 @@ from torch import nn
 from .batchnorm import reduce_batchnorm_stats
 
 PREFIX = "val_ema"
-
-
-class EvaluatesCopies(Protocol):
-    """What a LightningModule offers for EMA validation (both task modules do)."""
-
-    model: nn.Module
-
-    def add_eval_prefix(self, prefix: str) -> None: ...
-
-    def evaluate(self, batch: Any, prefix: str, net: nn.Module | None = None) -> None: ...
 
 
 class EMA(L.Callback):
