@@ -39,6 +39,15 @@ def torch_threads() -> Callable:
     return _threads
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests that share a module-scoped fixture (a demo run, a trained checkpoint) go to one
+    xdist worker together, so that the fixture is built once."""
+    for item in items:
+        defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        if any(d and d[-1].scope == "module" for d in defs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
@@ -150,3 +159,19 @@ def validate_metric(console) -> Callable:
         return printed_metric(proc.stdout, metric)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def imagenet_folder(tmp_path_factory) -> Path:
+    """ImageNet's layout (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG) at its size and mode mix."""
+    from real_shapes import make_imagenet_folder
+
+    return make_imagenet_folder(tmp_path_factory.mktemp("imagenet"))
+
+
+@pytest.fixture(scope="session")
+def ade_folder(tmp_path_factory) -> Path:
+    """ADE20K's layout (ADEChallengeData2016/images, annotations) at its size mix."""
+    from real_shapes import make_ade_folder
+
+    return make_ade_folder(tmp_path_factory.mktemp("ade") / "ADEChallengeData2016")

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from inceptionnext_pl.cli import build_cli
+from inceptionnext_pl.errors import ConfigError
 from inceptionnext_pl.models.table import count, main, seg_table
 from inceptionnext_pl.paper import PAPER_SEG
 from inceptionnext_pl.seg.networks import build_segmentation_net, slide_logits
@@ -116,46 +117,67 @@ def test_upernet_trains_with_its_auxiliary_head():
     assert fpn.aux_head is None and fpn.forward_train(torch.randn(1, 3, 64, 64))[1] is None
 
 
-ROOT = Path(__file__).resolve().parents[1]
-SEG_CONFIGS = sorted(
-    p.relative_to(ROOT).as_posix() for p in (ROOT / "configs" / "seg").rglob("*.yaml")
-)
-# What turns any segmentation config into a couple of CPU steps on the digit scenes.
-SEG_SMOKE = [
-    "--trainer.accelerator=cpu",
-    "--trainer.devices=1",
-    "--trainer.strategy=auto",
-    "--trainer.sync_batchnorm=false",
-    "--trainer.precision=32-true",
-    "--trainer.fast_dev_run=1",
-    "--trainer.enable_progress_bar=false",
-    "--model.pretrained=null",
-    "--data.dataset=digits_scenes",
-    "--data.scale=[64,64]",
-    "--data.augment.crop_size=[64,64]",
-    "--data.augment.cat_max_ratio=1.0",
-    "--data.eval_mask=resized",
-    "--data.loader.batch_size=2",
-    "--data.loader.val_batch_size=2",
-    "--data.loader.num_workers=0",
-    "--data.max_train_samples=8",
-    "--data.max_val_samples=4",
-]
+# ADE20K evaluation sizes at a tenth (683x512 -> 68x51 ...), odd crops, a window's remainder.
+ODD_SIZES = [(51, 68), (68, 51), (37, 53), (33, 97), (60, 60)]
 
 
-@pytest.mark.parametrize("config", SEG_CONFIGS)
-def test_every_seg_config_runs_a_step(config, tmp_path):
-    extra = []
-    if "swin" in config:  # the window grid is fixed when Swin is built: build it for 64 px
-        extra = ["--model.backbone_kwargs={img_size: 64}", "--model.slide_crop=64"]
-    cli = build_cli(
-        ["fit", "--config", config, *SEG_SMOKE, *extra, f"--trainer.default_root_dir={tmp_path}"]
+@pytest.mark.parametrize("decoder", ["fpn", "upernet"])
+def test_any_input_size_gives_logits_of_that_size(decoder):
+    """The FPN pads to a multiple of 32 and crops back; UperNet takes the image as it is."""
+    net = build_segmentation_net("inceptionnext_atto", decoder, 5, decoder_channels=64).eval()
+    for h, w in ODD_SIZES:
+        x = torch.randn(1, 3, h, w)
+        with torch.no_grad():
+            logits = net(x)
+        assert logits.shape == (1, 5, h, w) and torch.isfinite(logits).all()
+        train_logits, aux = net.train().forward_train(torch.randn(2, 3, h, w))
+        net.eval()
+        assert train_logits.shape == (2, 5, h, w)
+        assert aux is None or aux.shape == (2, 5, h, w)
+        with torch.no_grad():  # windows of 48 and the remainders at the edges
+            assert slide_logits(net, x, 5, crop=48, stride=32).shape == (1, 5, h, w)
+    if decoder == "fpn":
+        x = torch.randn(1, 3, 51, 68)
+        padded = torch.nn.functional.pad(x, (0, 96 - 68, 0, 64 - 51))
+        with torch.no_grad():  # the same as padding by hand and cropping the logits
+            assert torch.equal(net(x), net(padded)[..., :51, :68])
+
+
+def test_a_fixed_size_backbone_is_padded_up_or_refused_with_the_fix():
+    net = build_segmentation_net("swin_tiny_patch4_window7_224", "fpn", 3, img_size=64).eval()
+    with torch.no_grad():
+        assert net(torch.randn(1, 3, 48, 40)).shape == (1, 3, 48, 40)  # padded up to 64x64
+        assert slide_logits(net, torch.randn(1, 3, 64, 85), 3, crop=64, stride=43).shape == (
+            1, 3, 64, 85)  # fmt: skip
+        with pytest.raises(ConfigError, match=r"built for 64x64 inputs.*64x85.*inference: slide"):
+            net(torch.randn(1, 3, 64, 85))
+
+
+def test_a_size_the_backbone_cannot_take_is_one_line_from_the_command(tmp_path, capsys):
+    from inceptionnext_pl.cli import main
+
+    args = ["fit", "--config", "configs/seg/demo.yaml", "--trainer.fast_dev_run=1",
+            "--model.backbone=swin_tiny_patch4_window7_224", "--model.backbone_kwargs={img_size: 32}",
+            "--data.max_train_samples=4", "--data.max_val_samples=2", "--data.loader.batch_size=2",
+            f"--trainer.default_root_dir={tmp_path}"]  # fmt: skip
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "built for 32x32 inputs and cannot take 64x64" in err and "Traceback" not in err
+
+
+def test_a_run_reruns_from_its_saved_config(tmp_path):
+    """config.yaml in the run directory keeps `task: segmentation`: it runs again as it is."""
+    smoke = ["--trainer.max_steps=1", "--trainer.limit_val_batches=1", "--data.loader.batch_size=2",
+             "--trainer.enable_progress_bar=false", "--trainer.callbacks=[]",
+             "--data.max_train_samples=2", "--data.max_val_samples=2"]  # fmt: skip
+    build_cli(["fit", "--config", "configs/seg/demo.yaml", *smoke,
+               f"--trainer.default_root_dir={tmp_path / 'a'}"])  # fmt: skip
+    (saved,) = (tmp_path / "a").rglob("config.yaml")  # lightning_logs/version_0/
+    assert "task: segmentation" in saved.read_text()
+    again = build_cli(
+        ["fit", "--config", str(saved), f"--trainer.default_root_dir={tmp_path / 'b'}"]
     )
-    assert cli.trainer.state.finished
-    model = cli.model
-    assert isinstance(model, SemanticSegmenter) and model.hparams.num_classes == 11
-    assert {"train/loss", "val/mIoU", "val/mAcc", "val/aAcc"} <= set(cli.trainer.callback_metrics)
-    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    assert isinstance(again.model, SemanticSegmenter) and again.trainer.state.finished
 
 
 def test_paper_recipes_reach_the_module(tmp_path):

@@ -19,13 +19,6 @@ from inceptionnext_pl.models import UnknownModelError
 from inceptionnext_pl.tasks import ImageClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
-# Classification configs; configs/seg/ is exercised by tests/test_segmentation.py.
-CONFIGS = sorted(
-    p.relative_to(ROOT).as_posix()
-    for p in (ROOT / "configs").rglob("*.yaml")
-    if "seg" not in p.relative_to(ROOT / "configs").parts
-)
-
 # What turns any config into a few CPU steps on the digits set.
 SMOKE = [
     "--trainer.accelerator=cpu",
@@ -46,22 +39,6 @@ SMOKE = [
 
 def run_cli(args: list[str], tmp_path: Path):
     return build_cli([args[0], *args[1:], f"--trainer.default_root_dir={tmp_path}"])
-
-
-@pytest.mark.parametrize("config", CONFIGS)
-def test_every_config_runs_a_step(config, tmp_path):
-    extra = []
-    if "finetune" in config:
-        # Zoo weights need the network and the demo run is trained below: the rest is exercised here.
-        extra = ["--model.pretrained=null"]
-    if "swin" in config:
-        extra = ["--model.model_kwargs={img_size: 32}"]  # Swin's window grid is fixed at build time
-    cli = run_cli(["fit", "--config", config, *SMOKE, *extra], tmp_path)
-    assert cli.trainer.state.finished
-    model = cli.model
-    assert model.hparams.num_classes == 10
-    assert model.model.get_classifier().out_features == 10
-    assert torch.isfinite(torch.stack([p.sum() for p in model.model.parameters()])).all()
 
 
 def test_paper_recipe_reaches_the_components(tmp_path):
@@ -120,6 +97,18 @@ def test_print_config_validate_test_predict(tmp_path, capsys):
         assert cli.trainer.state.finished
     out = capsys.readouterr().out
     assert "val/acc1" in out and "test/acc1" in out
+
+
+def test_a_run_reruns_from_its_saved_config(tmp_path):
+    """config.yaml in the run directory is a config of its own: `lightning fit --config` it."""
+    once = [*SMOKE[:5], "--trainer.max_steps=1", "--trainer.limit_val_batches=1", *SMOKE[6:]]
+    run_cli(
+        ["fit", "--config", "configs/demo.yaml", *once, "--trainer.callbacks=[]"], tmp_path / "a"
+    )
+    (saved,) = (tmp_path / "a").rglob("config.yaml")  # lightning_logs/version_0/
+    assert "task: classification" in saved.read_text()
+    again = run_cli(["fit", "--config", str(saved)], tmp_path / "b")
+    assert isinstance(again.model, ImageClassifier) and again.trainer.state.finished
 
 
 @pytest.mark.parametrize(

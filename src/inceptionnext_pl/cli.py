@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from lightning.pytorch.cli import LightningCLI
@@ -28,8 +29,7 @@ TASKS = ("classification", "segmentation")
 
 
 def expand_bases(args: Sequence[str]) -> list[str]:
-    """Turn ``--config child.yaml`` into ``--config base.yaml --config <child without __base__>``
-    (and without ``task``, which :func:`config_task` reads)."""
+    """Turn ``--config child.yaml`` into ``--config base.yaml --config <child without __base__>``."""
     out: list[str] = []
     i = 0
     while i < len(args):
@@ -51,11 +51,8 @@ def _expand_one(path: str, seen: tuple[Path, ...] = ()) -> list[str]:
     if not p.is_file():
         return ["--config", path]  # let LightningCLI report it (or it is inline YAML)
     cfg = yaml.safe_load(p.read_text()) or {}
-    if not isinstance(cfg, dict) or not {BASE_KEY, TASK_KEY} & set(cfg):
+    if not isinstance(cfg, dict) or BASE_KEY not in cfg:
         return ["--config", path]
-    cfg.pop(TASK_KEY, None)
-    if BASE_KEY not in cfg:
-        return ["--config", yaml.safe_dump(cfg)]
     base = (p.parent / str(cfg.pop(BASE_KEY))).resolve()
     if base in seen or base == p.resolve():
         raise SystemExit(f"error: config {path} has a cycle of {BASE_KEY} includes")
@@ -78,8 +75,11 @@ def _task_of(path: Path, seen: tuple[Path, ...] = ()) -> str | None:
 
 
 def config_task(args: Sequence[str]) -> str:
-    """The task the config files name (the last one that does), ``classification`` by default."""
+    """The task that ``--task`` or the config files name (the last one that does),
+    ``classification`` by default."""
     tasks = [t for p in _config_paths(args) if Path(p).is_file() and (t := _task_of(Path(p)))]
+    tasks += [b for a, b in zip(args, args[1:]) if a == f"--{TASK_KEY}"]
+    tasks += [a.split("=", 1)[1] for a in args if a.startswith(f"--{TASK_KEY}=")]
     task = tasks[-1] if tasks else "classification"
     if task not in TASKS:
         raise SystemExit(f"error: {TASK_KEY}: {task!r} is unknown; use one of {', '.join(TASKS)}")
@@ -92,10 +92,20 @@ def _config_paths(args: Sequence[str]) -> list[str]:
 
 
 class TaskCLI(LightningCLI):
-    """What both tasks' commands do: a run directory per config, ``--ckpt_path last``."""
+    """What both tasks' commands do: a run directory per config, ``--ckpt_path last``, and a
+    ``task`` key, which the saved ``config.yaml`` keeps so that it runs again as it is."""
 
     config_names: tuple[str, ...] = ()
     runs_subdir: str = ""
+    task: str = TASKS[0]
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            f"--{TASK_KEY}",
+            type=Literal[self.task],  # chosen before parsing, from the files (config_task)
+            default=self.task,
+            help="classification (the default) or segmentation; read from the config files",
+        )
 
     def _default_run_name(self, cfg) -> str:
         raise NotImplementedError
@@ -130,6 +140,7 @@ class ImageCLI(TaskCLI):
         return cfg.model.model_name
 
     def add_arguments_to_parser(self, parser) -> None:
+        super().add_arguments_to_parser(parser)
         # Eval crop_pct / image size come from the model's pretrained config.
         parser.link_arguments("model.model_name", "data.model_name")
         # Mixup smooths soft targets itself; with hard targets the module applies the same value.
@@ -138,11 +149,13 @@ class ImageCLI(TaskCLI):
 
 class SegmentationCLI(TaskCLI):
     runs_subdir = "seg"
+    task = TASKS[1]
 
     def _default_run_name(self, cfg) -> str:
         return f"{cfg.model.decoder}_{cfg.model.backbone}"
 
     def add_arguments_to_parser(self, parser) -> None:
+        super().add_arguments_to_parser(parser)
         parser.link_arguments("data.ignore_index", "model.ignore_index")
 
 

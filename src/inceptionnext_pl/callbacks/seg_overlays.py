@@ -30,7 +30,8 @@ class SegmentationOverlays(Callback):
 
     The images are evenly spaced over ``trainer.datamodule.val_dataset`` (items: normalised CHW
     image, HxW int mask, which may keep the original size); predictions come from
-    ``pl_module(image)`` in eval mode, one image at a time.
+    ``pl_module(image)`` in eval mode, one image at a time. Under ``fast_dev_run``, which
+    rehearses one validation batch, only the first image is drawn.
     """
 
     def __init__(
@@ -58,7 +59,7 @@ class SegmentationOverlays(Callback):
             )
         if trainer.is_global_zero and self._items is None:
             with preserved_rng():
-                n = min(self.num_images, len(ds))
+                n = 1 if trainer.fast_dev_run else min(self.num_images, len(ds))
                 idx = np.unique(np.linspace(0, len(ds) - 1, n).round().astype(int))
                 self._items = [
                     (torch.as_tensor(x).float(), torch.as_tensor(m))

@@ -3,6 +3,10 @@
 segmentation-models-pytorch builds the encoder (``tu-<timm name>``, ours included), FPN and
 UPerNet. What it lacks of the paper's mmsegmentation heads is added here: the 3x3 output conv
 that mmseg's FPN neck puts on every pyramid level, and UperNet's auxiliary FCN head on stage 3.
+
+Any input size works: the FPN's top-down sums need sides divisible by the encoder's stride (32),
+so its input is padded bottom and right to the next multiple and the logits cropped back (mmseg
+pads the same way); UperNet resizes each level to the next and takes the image as it is.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from segmentation_models_pytorch.decoders.fpn.decoder import FPNDecoder
 from torch import nn
+
+from ..errors import ConfigError
 
 DecoderName = Literal["fpn", "upernet"]
 # mmseg's head settings (Semantic FPN: PoolFormer/PVT configs; UperNet: Swin/ConvNeXt configs).
@@ -57,36 +63,75 @@ class AuxFCNHead(nn.Module):
         return self.cls(self.drop(self.conv(x)))
 
 
+def fixed_input_size(encoder: nn.Module) -> tuple[int, int] | None:
+    """The (h, w) a backbone was built for when it takes no other size (timm's Swin, ViT)."""
+    for m in encoder.modules():
+        if getattr(m, "strict_img_size", False) and getattr(m, "img_size", None) is not None:
+            return tuple(m.img_size)
+    return None
+
+
 class SegmentationNet(nn.Module):
     """Encoder, decoder and head from smp, plus the optional auxiliary head.
 
     ``forward`` returns logits at the input resolution; ``forward_train`` also returns the
-    auxiliary logits (or None).
+    auxiliary logits (or None). Inputs are padded (bottom, right, zeros) to a multiple of
+    ``size_divisor``, or to the backbone's fixed size, and the logits cropped back.
     """
 
-    def __init__(self, base: smp.base.SegmentationModel, aux_head: nn.Module | None) -> None:
+    def __init__(
+        self, base: smp.base.SegmentationModel, aux_head: nn.Module | None, size_divisor: int = 1
+    ) -> None:
         super().__init__()
         self.encoder, self.decoder = base.encoder, base.decoder
         self.segmentation_head = base.segmentation_head
         self.aux_head = aux_head
+        self.size_divisor = size_divisor
+        self.fixed_size = fixed_input_size(self.encoder)
 
-    def _logits(self, x: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
-        logits = self.segmentation_head(self.decoder(features))
-        if logits.shape[-2:] != x.shape[-2:]:
-            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return logits
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size the network runs at for a (height, width) input."""
+        if self.fixed_size is not None:
+            fh, fw = self.fixed_size
+            if height > fh or width > fw:
+                raise ConfigError(
+                    f"the backbone is built for {fh}x{fw} inputs and cannot take {height}x{width}. "
+                    f"Fix: evaluate in windows (model.inference: slide, model.slide_crop: {fh}), "
+                    f"or build it for the size (model.backbone_kwargs.img_size)."
+                )
+            return fh, fw
+        d = self.size_divisor
+        return -(-height // d) * d, -(-width // d) * d
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = self.padded_size(h, w)
+        return x if (ph, pw) == (h, w) else F.pad(x, (0, pw - w, 0, ph - h))
+
+    @staticmethod
+    def _resize(logits: torch.Tensor, like: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Logits at the padded input's resolution, cropped to the input's ``size``."""
+        if logits.shape[-2:] != like.shape[-2:]:
+            logits = F.interpolate(
+                logits, size=like.shape[-2:], mode="bilinear", align_corners=False
+            )
+        return logits[..., : size[0], : size[1]]
 
     def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        features = self.encoder(x)
+        size = x.shape[-2:]
+        padded = self._pad(x)
+        features = self.encoder(padded)
+        logits = self._resize(self.segmentation_head(self.decoder(features)), padded, size)
         if self.aux_head is None:
-            return self._logits(x, features), None
+            return logits, None
         # features: the input, stride 2 (empty for 4-stage nets), then strides 4, 8, 16, 32.
         aux = self.aux_head(features[-4 + AUX_STAGE])
-        aux = F.interpolate(aux, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return self._logits(x, features), aux
+        return logits, self._resize(aux, padded, size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._logits(x, self.encoder(x))
+        padded = self._pad(x)
+        logits = self.segmentation_head(self.decoder(self.encoder(padded)))
+        return self._resize(logits, padded, x.shape[-2:])
 
 
 def build_segmentation_net(
@@ -140,7 +185,9 @@ def build_segmentation_net(
     if aux_head:
         aux_channels = decoder_channels // 2 if decoder_channels else AUX_CHANNELS
         aux = AuxFCNHead(base.encoder.out_channels[-4 + AUX_STAGE], num_classes, aux_channels)
-    return SegmentationNet(base, aux)
+    # The FPN adds each upsampled level to the next: sides must divide by the encoder's stride.
+    divisor = base.encoder.output_stride if decoder == "fpn" else 1
+    return SegmentationNet(base, aux, divisor)
 
 
 def slide_logits(

@@ -1,0 +1,101 @@
+"""Every shipped config, as a user rehearses a real run: one training and one validation batch
+(`--trainer.fast_dev_run=1`) on folders in ImageNet's and ADE20K's own layouts at their real
+image sizes, with only the device, precision, batch size, workers and `pretrained` overridden.
+The configs' transforms, image sizes, evaluation resize, inference mode and metrics run as set.
+The demo configs are built for the 64 px digit sets and run in test_training / test_segmentation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from inceptionnext_pl.callbacks import SegmentationOverlays
+from inceptionnext_pl.cli import build_cli, expand_bases
+from real_shapes import ADE_CLASSES, ADE_VAL_SIZES, WNIDS, BatchShapes
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(
+    p.relative_to(ROOT).as_posix()
+    for p in (ROOT / "configs").rglob("*.yaml")
+    if "demo" not in p.stem
+)
+SEG_CONFIGS = [c for c in CONFIGS if c.startswith("configs/seg/")]
+CLS_CONFIGS = [c for c in CONFIGS if c not in SEG_CONFIGS]
+
+# A real run's command line, on one CPU: nothing else of the config changes.
+REHEARSE = [
+    "--trainer.accelerator=cpu",
+    "--trainer.devices=1",
+    "--trainer.num_nodes=1",
+    "--trainer.strategy=auto",
+    "--trainer.sync_batchnorm=false",
+    "--trainer.precision=32-true",
+    "--trainer.fast_dev_run=1",
+    "--trainer.enable_progress_bar=false",
+    "--data.loader.num_workers=0",
+    "--model.pretrained=null",
+]
+
+
+def merged(config: str) -> dict:
+    """The config with its __base__ chain applied (what the command reads)."""
+    out: dict = {}
+    args = expand_bases(["--config", config])
+    for text in args[1::2]:
+        inline = "\n" in text  # expand_bases passes a child's own values as inline YAML
+        part = yaml.safe_load(text if inline else Path(text).read_text()) or {}
+        _merge(out, part)
+    return out
+
+
+def _merge(into: dict, new: dict) -> None:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+
+
+def rehearse(config: str, dataset: Path, batch_size: int, root: Path):
+    """``lightning fit --config CONFIG`` on ``dataset``; the run and its first batches' shapes."""
+    args = ["fit", "--config", config, *REHEARSE, f"--data.dataset={dataset}"]
+    args += [f"--data.loader.batch_size={batch_size}", f"--trainer.default_root_dir={root}"]
+    cli = build_cli([*args, "--trainer.callbacks+=real_shapes.BatchShapes"])  # an observer
+    assert cli.trainer.state.finished
+    (shapes,) = [c for c in cli.trainer.callbacks if isinstance(c, BatchShapes)]
+    return cli, shapes.shapes
+
+
+@pytest.mark.parametrize("config", CLS_CONFIGS)
+def test_classification_config_rehearses_on_imagenet(config, imagenet_folder, tmp_path):
+    cli, shapes = rehearse(config, imagenet_folder, 2, tmp_path)
+    size = merged(config)["data"].get("image_size", 224)
+    assert shapes["train"][0] == (2, 3, size, size)  # the mixed batch keeps its images' size
+    assert shapes["val"] == [(2, 3, size, size), (2,)]
+    model, metrics = cli.model, cli.trainer.callback_metrics
+    assert model.hparams.num_classes == len(WNIDS)
+    assert model.model.get_classifier().out_features == len(WNIDS)
+    assert {"train/loss", "val/loss", "val/acc1"} <= set(metrics)
+    assert torch.isfinite(metrics["train/loss"]) and torch.isfinite(metrics["val/loss"])
+    assert torch.isfinite(torch.stack([p.sum() for p in model.model.parameters()])).all()
+
+
+@pytest.mark.parametrize("config", SEG_CONFIGS)
+def test_segmentation_config_rehearses_on_ade20k(config, ade_folder, tmp_path):
+    cli, shapes = rehearse(config, ade_folder, 2, tmp_path)
+    data = merged(config)["data"]
+    crop = tuple(data["augment"]["crop_size"])
+    assert shapes["train"] == [(2, 3, *crop), (2, *crop)]
+    # The first validation image, 683x512, fits 2048x512 as it is: 683 is not a multiple of 32.
+    w, h = ADE_VAL_SIZES[0]
+    assert shapes["val"] == [(1, 3, h, w), (1, h, w)]
+    model, metrics = cli.model, cli.trainer.callback_metrics
+    assert model.hparams.num_classes == ADE_CLASSES
+    assert {"train/loss", "val/loss", "val/mIoU", "val/mAcc", "val/aAcc"} <= set(metrics)
+    assert torch.isfinite(metrics["train/loss"]) and torch.isfinite(metrics["val/loss"])
+    (overlays,) = [c for c in cli.trainer.callbacks if isinstance(c, SegmentationOverlays)]
+    assert [p.name for p in overlays.written] == ["epoch_000.png"]  # drawn at the image's size
