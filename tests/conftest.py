@@ -51,6 +51,10 @@ def pytest_collection_modifyitems(config, items) -> None:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    yield
+    # Trainer(deterministic=True) turns the process-wide mode on and leaves it so.
+    torch.use_deterministic_algorithms(deterministic)
 
 
 @pytest.fixture(scope="session")

@@ -100,6 +100,26 @@ def test_metrics_against_a_hand_computed_confusion_matrix():
     assert got["aAcc"] == pytest.approx(4 / 7)
 
 
+def test_metrics_count_with_bincount_under_deterministic_mode(monkeypatch):
+    """trainer.deterministic would make torchmetrics count a one-hot of pixels x classes^2."""
+    from torchmetrics.classification import MulticlassJaccardIndex
+
+    modes, update = [], MulticlassJaccardIndex.update
+
+    def spy(self, *args):
+        modes.append(torch.are_deterministic_algorithms_enabled())
+        return update(self, *args)
+
+    monkeypatch.setattr(MulticlassJaccardIndex, "update", spy)
+    module = SemanticSegmenter(backbone="inceptionnext_atto", num_classes=150, decoder_channels=64)
+    module.setup("validate")
+    monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)  # no Trainer here
+    x, mask = torch.randn(1, 3, 64, 85), torch.randint(0, 150, (1, 64, 85))
+    torch.use_deterministic_algorithms(True)  # conftest restores the mode after the test
+    module.eval().evaluate((x, mask), "val")
+    assert modes == [False] and torch.are_deterministic_algorithms_enabled()
+
+
 def test_sliding_window_matches_whole_image_on_a_pointwise_net():
     net = nn.Conv2d(3, 5, 1)
     x = torch.randn(2, 3, 37, 53)
@@ -163,6 +183,17 @@ def test_a_size_the_backbone_cannot_take_is_one_line_from_the_command(tmp_path, 
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "built for 32x32 inputs and cannot take 64x64" in err and "Traceback" not in err
+
+
+def test_upernet_on_one_image_per_step_names_the_fix(tmp_path, capsys):
+    from inceptionnext_pl.cli import main
+
+    args = ["fit", "--config", "configs/seg/demo.yaml", "--trainer.fast_dev_run=1",
+            "--model.decoder=upernet", "--data.loader.batch_size=1", "--data.max_train_samples=2",
+            "--data.max_val_samples=2", f"--trainer.default_root_dir={tmp_path}"]  # fmt: skip
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "data.loader.batch_size 2 or more" in err and "Traceback" not in err
 
 
 def test_a_run_reruns_from_its_saved_config(tmp_path):

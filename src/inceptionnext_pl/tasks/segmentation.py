@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import torch
@@ -11,12 +12,32 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
+from ..errors import ConfigError
 from ..models import check_model_name
 from ..optim import ScheduleName
 from ..seg.networks import DecoderName, build_segmentation_net, slide_logits
 from .base import DistBN, TaskModule, check_range, check_recipe
 
 Inference = Literal["whole", "slide"]
+
+
+@contextlib.contextmanager
+def exact_bincount() -> Iterator[None]:
+    """Deterministic mode off for a block of unweighted bincounts, then back as it was.
+
+    Under ``torch.use_deterministic_algorithms(True)`` (``trainer.deterministic``) torchmetrics
+    counts the confusion matrix with a one-hot of pixels x classes^2 (60 GB for one 512x683 ADE20K
+    image) instead of ``torch.bincount``, whose unweighted counts are exact in any order.
+    """
+    if not torch.are_deterministic_algorithms_enabled():
+        yield
+        return
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(True, warn_only=warn_only)
 
 
 class SemanticSegmenter(TaskModule):
@@ -126,6 +147,21 @@ class SemanticSegmenter(TaskModule):
             compute_groups=False,
         )
 
+    def on_train_start(self) -> None:
+        # UperNet's pooling module normalises 1x1 maps: BatchNorm needs 2+ values per channel,
+        # from the batch or, with SyncBatchNorm, from the other devices (after DDP wraps).
+        if self.hparams.decoder != "upernet" or self._batch_size() > 1:
+            return
+        synced = self.trainer.world_size > 1 and any(
+            isinstance(m, nn.SyncBatchNorm) for m in self.model.modules()
+        )
+        if not synced:
+            raise ConfigError(
+                "UperNet cannot train on 1 image per step: its pooling module applies BatchNorm "
+                "to 1x1 maps. Fix: data.loader.batch_size 2 or more, or several devices with "
+                "trainer.sync_batchnorm: true."
+            )
+
     # ----------------------------------------------------------------- steps
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, classes, H, W) at the input resolution, by the configured inference."""
@@ -163,7 +199,8 @@ class SemanticSegmenter(TaskModule):
                 logits, size=mask.shape[-2:], mode="bilinear", align_corners=False
             )
         metrics = self.metrics_for(prefix)
-        metrics.update(logits.argmax(1), mask)
+        with exact_bincount():
+            metrics.update(logits.argmax(1), mask)
         n = x.shape[0]
         self.log(f"{prefix}/loss", self._loss(logits, mask), sync_dist=True, batch_size=n)
         for name, metric in metrics.items():
