@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from inceptionnext_pl.callbacks import SegmentationOverlays
-from inceptionnext_pl.cli import build_cli, expand_bases
+from inceptionnext_pl.cli import build_cli
 from real_shapes import ADE_CLASSES, ADE_VAL_SIZES, WNIDS, BatchShapes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,25 +40,6 @@ REHEARSE = [
 ]
 
 
-def merged(config: str) -> dict:
-    """The config with its __base__ chain applied (what the command reads)."""
-    out: dict = {}
-    args = expand_bases(["--config", config])
-    for text in args[1::2]:
-        inline = "\n" in text  # expand_bases passes a child's own values as inline YAML
-        part = yaml.safe_load(text if inline else Path(text).read_text()) or {}
-        _merge(out, part)
-    return out
-
-
-def _merge(into: dict, new: dict) -> None:
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
-            _merge(into[k], v)
-        else:
-            into[k] = v
-
-
 def rehearse(config: str, dataset: Path, batch_size: int, root: Path):
     """``lightning fit --config CONFIG`` on ``dataset``; the run and its first batches' shapes."""
     args = ["fit", "--config", config, *REHEARSE, f"--data.dataset={dataset}"]
@@ -73,7 +53,8 @@ def rehearse(config: str, dataset: Path, batch_size: int, root: Path):
 @pytest.mark.parametrize("config", CLS_CONFIGS)
 def test_classification_config_rehearses_on_imagenet(config, imagenet_folder, tmp_path):
     cli, shapes = rehearse(config, imagenet_folder, 2, tmp_path)
-    size = merged(config)["data"].get("image_size", 224)
+    size = cli.config.fit.data.image_size  # as the command read the config
+    assert size == (384 if "384" in config else 224)
     assert shapes["train"][0] == (2, 3, size, size)  # the mixed batch keeps its images' size
     assert shapes["val"] == [(2, 3, size, size), (2,)]
     model, metrics = cli.model, cli.trainer.callback_metrics
@@ -87,8 +68,8 @@ def test_classification_config_rehearses_on_imagenet(config, imagenet_folder, tm
 @pytest.mark.parametrize("config", SEG_CONFIGS)
 def test_segmentation_config_rehearses_on_ade20k(config, ade_folder, tmp_path):
     cli, shapes = rehearse(config, ade_folder, 2, tmp_path)
-    data = merged(config)["data"]
-    crop = tuple(data["augment"]["crop_size"])
+    crop = tuple(cli.config.fit.data.augment.crop_size)
+    assert crop == (512, 512)
     assert shapes["train"] == [(2, 3, *crop), (2, *crop)]
     # The first validation image, 683x512, fits 2048x512 as it is: 683 is not a multiple of 32.
     w, h = ADE_VAL_SIZES[0]
