@@ -211,6 +211,13 @@ def test_a_run_reruns_from_its_saved_config(tmp_path):
     assert isinstance(again.model, SemanticSegmenter) and again.trainer.state.finished
 
 
+def test_a_config_of_the_other_task_is_one_line():
+    from inceptionnext_pl.cli import main
+
+    with pytest.raises(SystemExit, match="name different tasks"):
+        main(["fit", "--config", "configs/seg/demo.yaml", "--task", "classification"])
+
+
 def test_paper_recipes_reach_the_module(tmp_path):
     """Table 6 / 7 / 10 values as the configs give them."""
     expected = {

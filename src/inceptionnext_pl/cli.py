@@ -75,11 +75,15 @@ def _task_of(path: Path, seen: tuple[Path, ...] = ()) -> str | None:
 
 
 def config_task(args: Sequence[str]) -> str:
-    """The task that ``--task`` or the config files name (the last one that does),
-    ``classification`` by default."""
+    """The task that the config files and ``--task`` name, ``classification`` by default."""
     tasks = [t for p in _config_paths(args) if Path(p).is_file() and (t := _task_of(Path(p)))]
     tasks += [b for a, b in zip(args, args[1:]) if a == f"--{TASK_KEY}"]
     tasks += [a.split("=", 1)[1] for a in args if a.startswith(f"--{TASK_KEY}=")]
+    if len(set(tasks)) > 1:
+        raise SystemExit(
+            f"error: the configs and --{TASK_KEY} name different tasks ({', '.join(tasks)}): a run "
+            "is one task. Fix: give configs of one task, without a contradicting --task."
+        )
     task = tasks[-1] if tasks else "classification"
     if task not in TASKS:
         raise SystemExit(f"error: {TASK_KEY}: {task!r} is unknown; use one of {', '.join(TASKS)}")
