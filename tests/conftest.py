@@ -22,10 +22,17 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _cores_per_worker() -> int:
+    """The cores each pytest-xdist worker has to itself (all of them without xdist)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 @contextlib.contextmanager
 def _threads(n: int) -> Iterator[None]:
     before = torch.get_num_threads()
-    torch.set_num_threads(n)
+    # More threads than the worker's cores make every op spin against the other workers.
+    torch.set_num_threads(min(n, _cores_per_worker()))
     try:
         yield
     finally:
@@ -34,18 +41,21 @@ def _threads(n: int) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def torch_threads() -> Callable:
-    """``with torch_threads(n):`` a block with ``n`` intra-op threads (the demo runs, timed as
-    users run them)."""
+    """``with torch_threads(n):`` a block with ``n`` intra-op threads, as many as the worker's
+    cores allow (the demo runs: both cores when pytest runs without xdist, as a user runs them)."""
     return _threads
 
 
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests that share a module-scoped fixture (a demo run, a trained checkpoint) go to one
-    xdist worker together, so that the fixture is built once."""
+    xdist worker together, so that the fixture is built once; grouped tests run first."""
     for item in items:
         defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
         if any(d and d[-1].scope == "module" for d in defs.values()):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    # The groups hold the long runs (demos, full-size rehearsals): started first, they overlap
+    # with the many short tests instead of running alone at the end.
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
 
 
 @pytest.fixture(autouse=True)

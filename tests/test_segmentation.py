@@ -256,7 +256,7 @@ def test_paper_recipes_reach_the_module(tmp_path):
 def seg_demo(tmp_path_factory, torch_threads):
     """The README's segmentation demo, once, as a user runs it."""
     root = tmp_path_factory.mktemp("segdemo")
-    with torch_threads(2):  # as a user runs it: both cores (the rest of the suite uses one)
+    with torch_threads(2):  # as a user runs it: both cores, if the other workers leave them
         cli = build_cli(
             [
                 "fit",
