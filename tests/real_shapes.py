@@ -43,8 +43,9 @@ def _save_jpeg(img: Image.Image, path: Path) -> None:
 
 
 def make_imagenet_folder(root: Path) -> Path:
-    """``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.JPEG``: every size above, a grayscale and a
-    CMYK JPEG in each split (ImageNet holds both)."""
+    """``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.JPEG`` at the sizes above (all of them in
+    train), with a grayscale and a CMYK JPEG in each split (ImageNet holds both). The first
+    validation batch holds the large image and the small grayscale one."""
     index = 0
     for split, per_class in (("train", 4), ("val", 2)):
         for c, wnid in enumerate(WNIDS):
