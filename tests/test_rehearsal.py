@@ -38,15 +38,16 @@ REHEARSE = [
     "--trainer.precision=32-true",
     "--trainer.fast_dev_run=1",
     "--trainer.enable_progress_bar=false",
+    "--data.loader.batch_size=2",  # Mixup and UperNet's pooling BatchNorm need 2
     "--data.loader.num_workers=0",
     "--model.pretrained=null",
 ]
 
 
-def rehearse(config: str, dataset: Path, batch_size: int, root: Path):
+def rehearse(config: str, dataset: Path, root: Path):
     """``lightning fit --config CONFIG`` on ``dataset``; the run and its first batches' shapes."""
     args = ["fit", "--config", config, *REHEARSE, f"--data.dataset={dataset}"]
-    args += [f"--data.loader.batch_size={batch_size}", f"--trainer.default_root_dir={root}"]
+    args += [f"--trainer.default_root_dir={root}"]
     cli = build_cli([*args, "--trainer.callbacks+=real_shapes.BatchShapes"])  # an observer
     assert cli.trainer.state.finished
     (shapes,) = [c for c in cli.trainer.callbacks if isinstance(c, BatchShapes)]
@@ -55,7 +56,7 @@ def rehearse(config: str, dataset: Path, batch_size: int, root: Path):
 
 @pytest.mark.parametrize("config", CLS_CONFIGS)
 def test_classification_config_rehearses_on_imagenet(config, imagenet_folder, tmp_path):
-    cli, shapes = rehearse(config, imagenet_folder, 2, tmp_path)
+    cli, shapes = rehearse(config, imagenet_folder, tmp_path)
     size = cli.config.fit.data.image_size  # as the command read the config
     assert size == (384 if "384" in config else 224)
     assert shapes["train"][0] == (2, 3, size, size)  # the mixed batch keeps its images' size
@@ -82,7 +83,7 @@ def _return_memory():
 @pytest.mark.usefixtures("_return_memory")
 @pytest.mark.parametrize("config", SEG_CONFIGS)
 def test_segmentation_config_rehearses_on_ade20k(config, ade_folder, tmp_path):
-    cli, shapes = rehearse(config, ade_folder, 2, tmp_path)
+    cli, shapes = rehearse(config, ade_folder, tmp_path)
     crop = tuple(cli.config.fit.data.augment.crop_size)
     assert crop == (512, 512)
     assert shapes["train"] == [(2, 3, *crop), (2, *crop)]
