@@ -45,6 +45,7 @@ POOL_TYPES = (
     "fastcatavgmax",
 )
 OUTPUT_FORMATS = ("NCHW", "NLC")
+OUTPUT_STRIDES = (8, 16, 32)
 
 
 def drop_path_rates(rate: float, depth: int) -> list[float]:
@@ -59,6 +60,29 @@ def norm_layer(name: NormName, dim: int) -> nn.Module:
     if name == "layer":
         return LayerNorm2d(dim, eps=1e-6)
     raise ValueError(f"norm={name!r} is unknown; use 'batch' or 'layer'")
+
+
+def stage_strides(num_stages: int, output_stride: int = 32) -> list[tuple[int, int, int]]:
+    """(stride, downsample dilation, block dilation) of each stage after the stride-4 stem.
+
+    Past ``output_stride`` a stage keeps the resolution and dilates instead (DeepLab): its 2x2
+    downsampling conv runs at stride 1 with the previous stage's dilation, its blocks' mixers at
+    the product of the strides given up, so every kernel still sees the same input pixels.
+    """
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(
+            f"output_stride={output_stride} is not supported; use one of {OUTPUT_STRIDES}"
+        )
+    out, reduction, dilation = [], 4, 1
+    for i in range(num_stages):
+        stride = 1 if i == 0 else 2
+        first = dilation
+        if reduction >= output_stride and stride > 1:
+            dilation *= stride
+            stride = 1
+        reduction *= stride
+        out.append((stride, first, dilation))
+    return out
 
 
 def _init_weights(m: nn.Module) -> None:
@@ -95,9 +119,10 @@ class MetaNeXtBlock(nn.Module):
         mlp_ratio: float = 4.0,
         ls_init_value: float | None = 1e-6,
         drop_path: float = 0.0,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
-        self.token_mixer = build_token_mixer(dim, mixer)
+        self.token_mixer = build_token_mixer(dim, mixer, dilation)
         self.norm = norm_layer(norm, dim)
         self.mlp = ConvMlp(dim, int(mlp_ratio * dim))
         self.gamma = nn.Parameter(ls_init_value * torch.ones(dim)) if ls_init_value else None
@@ -108,6 +133,23 @@ class MetaNeXtBlock(nn.Module):
         if self.gamma is not None:
             y = y.mul(self.gamma.reshape(1, -1, 1, 1))
         return self.drop_path(y) + x
+
+
+class DilatedDownsampleConv(nn.Conv2d):
+    """The 2x2 downsampling conv of a dilated stage: stride 1, padded bottom and right.
+
+    Each output reads the same pixels as the stride-2 conv it replaces would (output ``2i`` the
+    pixels ``2i`` and ``2i + dilation``), so a dilated network's features at every second
+    position are exactly the undilated network's. timm pads 'same' (both sides), which shifts
+    the grid by a pixel at ``dilation=2``.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, dilation: int) -> None:
+        super().__init__(in_chs, out_chs, 2, dilation=dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.dilation[0]
+        return super().forward(F.pad(x, (0, d, 0, d)))
 
 
 class MetaNeXtStage(nn.Module):
@@ -122,19 +164,24 @@ class MetaNeXtStage(nn.Module):
         mlp_ratio: float = 4.0,
         ls_init_value: float | None = 1e-6,
         drop_path_rates: Sequence[float] | None = None,
+        dilation: tuple[int, int] = (1, 1),
     ) -> None:
         super().__init__()
         self.grad_checkpointing = False
-        if stride > 1:
-            self.downsample = nn.Sequential(
-                norm_layer(norm, in_chs), nn.Conv2d(in_chs, out_chs, stride, stride=stride)
+        first, inner = dilation
+        if stride > 1 or first != inner:
+            conv = (
+                nn.Conv2d(in_chs, out_chs, 2, stride=stride)
+                if stride > 1
+                else DilatedDownsampleConv(in_chs, out_chs, first)
             )
+            self.downsample = nn.Sequential(norm_layer(norm, in_chs), conv)
         else:
             self.downsample = nn.Identity()
         rates = drop_path_rates or [0.0] * depth
         self.blocks = nn.Sequential(
             *[
-                MetaNeXtBlock(out_chs, mixer, norm, mlp_ratio, ls_init_value, rates[i])
+                MetaNeXtBlock(out_chs, mixer, norm, mlp_ratio, ls_init_value, rates[i], inner)
                 for i in range(depth)
             ]
         )
@@ -348,7 +395,11 @@ class _ClassifierMixin:
 
 
 class MetaNeXt(_ClassifierMixin, nn.Module):
-    """The 4-stage MetaNeXt network (InceptionNeXt, and ConvNeXt built from the same blocks)."""
+    """The 4-stage MetaNeXt network (InceptionNeXt, and ConvNeXt built from the same blocks).
+
+    ``output_stride`` 16 or 8 keeps the resolution of the last stages and dilates them instead
+    (for DeepLab-style decoders); the parameters are the same at every stride.
+    """
 
     def __init__(
         self,
@@ -365,6 +416,7 @@ class MetaNeXt(_ClassifierMixin, nn.Module):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         ls_init_value: float | None = 1e-6,
+        output_stride: int = 32,
     ) -> None:
         super().__init__()
         if len(depths) != len(dims):
@@ -386,9 +438,9 @@ class MetaNeXt(_ClassifierMixin, nn.Module):
         )
         rates = drop_path_rates(drop_path_rate, sum(depths))
         dp = [rates[sum(depths[:i]) : sum(depths[: i + 1])] for i in range(n)]
-        stages, prev = [], dims[0]
+        stages, prev, reduction = [], dims[0], 4
         self.feature_info = []
-        for i in range(n):
+        for i, (stride, first, dilation) in enumerate(stage_strides(n, output_stride)):
             stages.append(
                 MetaNeXtStage(
                     prev,
@@ -396,14 +448,15 @@ class MetaNeXt(_ClassifierMixin, nn.Module):
                     depths[i],
                     mixer,
                     norm,
-                    1 if i == 0 else 2,
+                    stride,
                     ratios[i],
                     ls_init_value,
                     dp[i],
+                    (first, dilation),
                 )
             )
-            prev = dims[i]
-            self.feature_info.append(dict(num_chs=prev, reduction=4 * 2**i, module=f"stages.{i}"))
+            prev, reduction = dims[i], reduction * stride
+            self.feature_info.append(dict(num_chs=prev, reduction=reduction, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.num_features = prev
         self.head = build_head(head, prev, num_classes, global_pool, drop_rate, head_mlp_ratio)

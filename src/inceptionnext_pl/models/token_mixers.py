@@ -92,7 +92,7 @@ class InceptionDWConv2d(nn.Module):
     groups are merged and go through 1 x k_b then k_b x 1 (Inception v3 style, Table 8).
     """
 
-    def __init__(self, dim: int, cfg: MixerCfg = MixerCfg()) -> None:
+    def __init__(self, dim: int, cfg: MixerCfg = MixerCfg(), dilation: int = 1) -> None:
         super().__init__()
         gc = int(dim * cfg.branch_ratio)
         if gc < 1:
@@ -100,30 +100,35 @@ class InceptionDWConv2d(nn.Module):
                 f"branch_ratio={cfg.branch_ratio} leaves no channel for a branch at dim={dim}; "
                 f"use a ratio of at least {1.0 / dim:.4g}"
             )
+        if dilation > 1 and cfg.fast == "on":
+            raise ValueError(
+                f"fast='on' cannot run a dilated mixer (dilation={dilation}, from output_stride): "
+                "the fused kernel is undilated. Use fast='auto', which keeps the PyTorch path "
+                "for dilated stages."
+            )
         self.cfg = cfg
-        # Plain attributes for forward (TorchScript cannot read the dataclass).
-        self.fast: str = cfg.fast
+        self.dilation = dilation
+        # Plain attributes for forward (TorchScript cannot read the dataclass). The fused kernel
+        # has no dilation, so dilated mixers always take the PyTorch modules.
+        self.fast: str = cfg.fast if dilation == 1 else "off"
         self.band_sequential: bool = cfg.band_sequential
-        sk, bk = cfg.square_kernel_size, cfg.band_kernel_size
+        sk, bk, d = cfg.square_kernel_size, cfg.band_kernel_size, dilation
         self.dwconv_hw = (
-            nn.Conv2d(gc, gc, sk, padding=sk // 2, groups=gc) if "hw" in cfg.branches else None
+            nn.Conv2d(gc, gc, sk, padding=d * (sk // 2), dilation=d, groups=gc)
+            if "hw" in cfg.branches
+            else None
         )
+        # Each band kernel is dilated along its own axis only.
+        band_w = dict(kernel_size=(1, bk), padding=(0, d * (bk // 2)), dilation=(1, d))
+        band_h = dict(kernel_size=(bk, 1), padding=(d * (bk // 2), 0), dilation=(d, 1))
         if cfg.band_sequential:
             bc = 2 * gc
-            self.dwconv_w = nn.Conv2d(bc, bc, (1, bk), padding=(0, bk // 2), groups=bc)
-            self.dwconv_h = nn.Conv2d(bc, bc, (bk, 1), padding=(bk // 2, 0), groups=bc)
+            self.dwconv_w = nn.Conv2d(bc, bc, groups=bc, **band_w)
+            self.dwconv_h = nn.Conv2d(bc, bc, groups=bc, **band_h)
             conv_groups = [gc] * ("hw" in cfg.branches) + [bc]
         else:
-            self.dwconv_w = (
-                nn.Conv2d(gc, gc, (1, bk), padding=(0, bk // 2), groups=gc)
-                if "w" in cfg.branches
-                else None
-            )
-            self.dwconv_h = (
-                nn.Conv2d(gc, gc, (bk, 1), padding=(bk // 2, 0), groups=gc)
-                if "h" in cfg.branches
-                else None
-            )
+            self.dwconv_w = nn.Conv2d(gc, gc, groups=gc, **band_w) if "w" in cfg.branches else None
+            self.dwconv_h = nn.Conv2d(gc, gc, groups=gc, **band_h) if "h" in cfg.branches else None
             conv_groups = [gc for b in BRANCHES if b in cfg.branches]
         self.split_indexes = (dim - sum(conv_groups), *conv_groups)
 
@@ -192,7 +197,9 @@ class PartialDWConv2d(nn.Module):
     released ConvNeXt-T variants.
     """
 
-    def __init__(self, dim: int, cfg: MixerCfg = MixerCfg(kind="dwconv")) -> None:
+    def __init__(
+        self, dim: int, cfg: MixerCfg = MixerCfg(kind="dwconv"), dilation: int = 1
+    ) -> None:
         super().__init__()
         cc = int(dim * cfg.conv_ratio)
         if cc < 1:
@@ -200,7 +207,7 @@ class PartialDWConv2d(nn.Module):
                 f"conv_ratio={cfg.conv_ratio} leaves no channel to convolve at dim={dim}"
             )
         k = cfg.kernel_size
-        self.conv = nn.Conv2d(cc, cc, k, padding=k // 2, groups=cc)
+        self.conv = nn.Conv2d(cc, cc, k, padding=dilation * (k // 2), dilation=dilation, groups=cc)
         self.split_indexes = (dim - cc, cc)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -231,10 +238,13 @@ class Attention2d(nn.Module):
         return out.transpose(1, 2).reshape(b, c, h, w)
 
 
-def build_token_mixer(dim: int, cfg: MixerCfg) -> nn.Module:
-    """Build the mixer that ``cfg.kind`` names, for ``dim`` channels."""
+def build_token_mixer(dim: int, cfg: MixerCfg, dilation: int = 1) -> nn.Module:
+    """Build the mixer that ``cfg.kind`` names, for ``dim`` channels.
+
+    ``dilation`` (from a dilated stage) spreads the conv kernels; attention is global already.
+    """
     if cfg.kind == "inception":
-        return InceptionDWConv2d(dim, cfg)
+        return InceptionDWConv2d(dim, cfg, dilation)
     if cfg.kind == "dwconv":
-        return PartialDWConv2d(dim, cfg)
+        return PartialDWConv2d(dim, cfg, dilation)
     return Attention2d(dim, cfg)
