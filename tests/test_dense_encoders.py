@@ -150,3 +150,19 @@ def test_dilated_mixers_never_take_the_fused_kernel():
     assert not any(m.use_fast_path(x) for m in mixers[4:])
     with pytest.raises(ValueError, match="fast='on' cannot run a dilated mixer"):
         timm.create_model("inceptionnext_atto", output_stride=16, fast="on")
+
+
+def test_smp_deeplabv3plus_over_inceptionnext_tiny_trains():
+    """The issue's line, as a user writes it: smp's DeepLabV3+ (output stride 16) fits a batch."""
+    net = smp.DeepLabV3Plus(encoder_name="tu-inceptionnext_tiny", encoder_weights=None, classes=150)
+    assert net.encoder.model.feature_info.reduction() == [4, 8, 16, 16]
+    x, mask = torch.randn(2, 3, 96, 128), torch.randint(0, 150, (2, 96, 128))
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(4):
+        loss = torch.nn.functional.cross_entropy(net(x), mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]

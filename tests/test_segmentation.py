@@ -13,7 +13,12 @@ from inceptionnext_pl.cli import build_cli
 from inceptionnext_pl.errors import ConfigError
 from inceptionnext_pl.models.table import count, main, seg_table
 from inceptionnext_pl.paper import PAPER_SEG
-from inceptionnext_pl.seg.networks import build_segmentation_net, slide_logits
+from inceptionnext_pl.seg.networks import (
+    DECODERS,
+    POOLED_BATCHNORM,
+    build_segmentation_net,
+    slide_logits,
+)
 from inceptionnext_pl.seg.weights import feature_net_names
 from inceptionnext_pl.tasks import ImageClassifier
 from inceptionnext_pl.tasks.segmentation import SemanticSegmenter
@@ -196,6 +201,69 @@ def test_upernet_on_one_image_per_step_names_the_fix(tmp_path, capsys):
     assert "data.loader.batch_size 2 or more" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_every_decoder_trains_over_ours_at_any_size(decoder):
+    """smp's architectures over InceptionNeXt, at a size no stride divides; the ones that
+    BatchNorm a global pool (POOLED_BATCHNORM) cannot train on one image, the others can."""
+    width = None if decoder == "linknet" else 64  # LinkNet's width follows the encoder
+    net = build_segmentation_net("inceptionnext_atto", decoder, 5, decoder_channels=width).train()
+    logits = net(torch.randn(2, 3, 130, 170))
+    assert logits.shape == (2, 5, 130, 170)
+    logits.square().mean().backward()
+    assert all(p.grad is not None for p in net.encoder.parameters())
+    one = torch.randn(1, 3, 130, 170)
+    if decoder in POOLED_BATCHNORM:
+        with pytest.raises(ValueError, match="more than 1 value per channel"):
+            net(one)
+    else:
+        assert net(one).shape == (1, 5, 130, 170)
+
+
+def test_decoder_options_reach_smps_architectures():
+    unet = build_segmentation_net("inceptionnext_atto", "unet", 5, decoder_channels=64)
+    widths = [m.out_channels for m in unet.decoder.modules() if isinstance(m, nn.Conv2d)]
+    assert widths[::2] == [64, 32, 16, 8, 4]  # halved level by level, as smp's 256..16
+    net = build_segmentation_net(
+        "inceptionnext_atto",
+        "deeplabv3plus",
+        5,
+        output_stride=8,
+        decoder_kwargs={"decoder_atrous_rates": (6, 12, 18)},
+    )
+    assert net.encoder.output_stride == 8 and net.size_divisor == 8
+    rates = {m.dilation[0] for m in net.decoder.modules() if isinstance(m, nn.Conv2d)}
+    assert rates == {1, 6, 12, 18}
+    default = build_segmentation_net("inceptionnext_atto", "deeplabv3plus", 5)
+    assert default.encoder.output_stride == 16  # DeepLabV3+'s own default
+    upernet = build_segmentation_net("inceptionnext_atto", "upernet", 5, output_stride=16)
+    assert upernet.encoder.model.feature_info.reduction() == [4, 8, 16, 16]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(decoder="deeplab"), "model.decoder='deeplab' is unknown; use one of: fpn, upernet"),
+        (dict(decoder="fpn", output_stride=16), "needs every level down to stride 32"),
+        (dict(decoder="fpn", decoder_kwargs={"x": 1}), "decoder_kwargs are arguments of smp"),
+        (dict(decoder="linknet", decoder_channels=32), "linknet has no width to set"),
+        (dict(decoder="pspnet", aux_head=True), "does not compute. Fix: aux_head off"),
+    ],
+)
+def test_decoder_settings_that_cannot_work_are_one_error(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        build_segmentation_net("inceptionnext_atto", num_classes=5, **kwargs)
+
+
+def test_an_unknown_decoder_is_one_line_from_the_command(tmp_path, capsys):
+    from inceptionnext_pl.cli import main
+
+    args = ["fit", "--config", "configs/seg/demo.yaml", "--model.decoder=deeplab",
+            f"--trainer.default_root_dir={tmp_path}"]  # fmt: skip
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "deeplabv3plus" in err and "Traceback" not in err
+
+
 def test_a_run_reruns_from_its_saved_config(tmp_path):
     """config.yaml in the run directory keeps `task: segmentation`: it runs again as it is."""
     smoke = ["--trainer.max_steps=1", "--trainer.limit_val_batches=1", "--data.loader.batch_size=2",
@@ -289,6 +357,33 @@ def test_lightning_validate_prints_the_seg_demo_miou(seg_demo, validate_metric):
         "configs/seg/demo.yaml", last, root, "val/mIoU", "--trainer.callbacks=[]"
     )
     assert miou >= 0.55
+
+
+@pytest.mark.timeout(600)
+def test_seg_demo_trains_deeplabv3plus_at_output_stride_16(tmp_path, torch_threads):
+    """The README's demo with ``--model.decoder deeplabv3plus``, for 2 of its 8 epochs.
+
+    The full 8 epochs reach about 0.59 val/mIoU; after 2, it beats labelling every pixel
+    background (the largest class: at most 1/11 mean IoU over the 11 classes).
+    """
+    with torch_threads(2):
+        cli = build_cli(
+            [
+                "fit",
+                "--config",
+                "configs/seg/demo.yaml",
+                "--model.decoder",
+                "deeplabv3plus",
+                "--trainer.max_epochs=2",
+                "--trainer.enable_progress_bar=false",
+                f"--trainer.default_root_dir={tmp_path}",
+            ]  # fmt: skip
+        )
+    net = cli.model.model
+    assert type(net.decoder).__name__ == "DeepLabV3PlusDecoder"
+    assert net.encoder.output_stride == 16
+    assert cli.trainer.checkpoint_callback.best_model_score > 1 / 11
+    assert list((Path(cli.trainer.log_dir) / "overlays").glob("epoch_*.png"))
 
 
 def test_bench_seg_mode_measures_fps_at_batch_one(tmp_path, capsys):

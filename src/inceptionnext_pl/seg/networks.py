@@ -1,8 +1,9 @@
-"""Segmentation networks of Tables 6 and 7: smp's decoders over any ``features_only`` backbone.
+"""Segmentation networks: smp's decoders over any ``features_only`` backbone.
 
-segmentation-models-pytorch builds the encoder (``tu-<timm name>``, ours included), FPN and
-UPerNet. What it lacks of the paper's mmsegmentation heads is added here: the 3x3 output conv
-that mmseg's FPN neck puts on every pyramid level, and UperNet's auxiliary FCN head on stage 3.
+segmentation-models-pytorch builds the encoder (``tu-<timm name>``, ours included) and every
+decoder. The paper's two (Tables 6 and 7) get what smp lacks of mmsegmentation's heads: the
+3x3 output conv that mmseg's FPN neck puts on every pyramid level, and UperNet's auxiliary FCN
+head on stage 3. smp's other architectures (DeepLabV3+, U-Net, SegFormer, ...) are smp's own.
 
 Any input size works: the FPN's top-down sums need sides divisible by the encoder's stride (32),
 so its input is padded bottom and right to the next multiple and the logits cropped back (mmseg
@@ -11,7 +12,8 @@ pads the same way); UperNet resizes each level to the next and takes the image a
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import inspect
+from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
@@ -21,7 +23,18 @@ from torch import nn
 
 from ..errors import ConfigError
 
-DecoderName = Literal["fpn", "upernet"]
+PAPER_DECODERS = ("fpn", "upernet")  # mmseg's heads, built here over smp's
+VIT_ONLY = ("dpt",)  # its decoder reads a ViT's prefix tokens
+DECODERS = PAPER_DECODERS + tuple(
+    a for a in smp.MODEL_ARCHITECTURES_MAPPING if a not in PAPER_DECODERS + VIT_ONLY
+)
+# Decoders that add each level to the upsampled next one, so need every stride up to 32.
+FULL_PYRAMID = ("fpn", "unetplusplus", "manet", "linknet")
+# Decoders whose global pooling feeds BatchNorm a 1x1 map: training needs 2+ images per norm.
+POOLED_BATCHNORM = ("upernet", "deeplabv3", "deeplabv3plus", "pan")
+# smp's argument for a decoder's width, in the order looked for; a sequence default is halved
+# level by level from ``decoder_channels`` (U-Net's 256, 128, 64, 32, 16).
+WIDTH_ARGS = ("decoder_channels", "decoder_segmentation_channels", "psp_out_channels")
 # mmseg's head settings (Semantic FPN: PoolFormer/PVT configs; UperNet: Swin/ConvNeXt configs).
 FPN_PYRAMID, FPN_SEGMENTATION, FPN_DROPOUT = 256, 128, 0.1
 UPERNET_CHANNELS, AUX_CHANNELS, AUX_STAGE = 512, 256, 2
@@ -125,7 +138,7 @@ class SegmentationNet(nn.Module):
         if self.aux_head is None:
             return logits, None
         # features: the input, stride 2 (empty for 4-stage nets), then strides 4, 8, 16, 32.
-        aux = self.aux_head(features[-4 + AUX_STAGE])
+        aux = self.aux_head(features[2 + AUX_STAGE])
         return logits, self._resize(aux, padded, size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,59 +147,157 @@ class SegmentationNet(nn.Module):
         return self._resize(logits, padded, x.shape[-2:])
 
 
-def build_segmentation_net(
-    backbone: str,
-    decoder: DecoderName,
-    num_classes: int,
-    aux_head: bool | None = None,
-    decoder_channels: int | None = None,
-    **backbone_kwargs: Any,
-) -> SegmentationNet:
-    """The paper's head over ``backbone`` (any name with ``features_only``, ours or timm's).
+def check_decoder(decoder: str, output_stride: int | None = None) -> None:
+    """One error for a decoder name this project cannot build, or a stride it cannot take."""
+    if decoder not in DECODERS:
+        raise ConfigError(
+            f"model.decoder={decoder!r} is unknown; use one of: {', '.join(DECODERS)}"
+        )
+    if output_stride not in (None, 32) and decoder in FULL_PYRAMID:
+        raise ConfigError(
+            f"model.decoder={decoder} needs every level down to stride 32, not "
+            f"model.output_stride={output_stride}. Fix: output_stride 32 (or null), or a decoder "
+            f"for dilated backbones: {', '.join(d for d in DECODERS if d not in FULL_PYRAMID)}."
+        )
 
-    ``backbone_kwargs`` go to ``timm.create_model`` (``drop_path_rate`` of Table 10, ...);
-    ``aux_head`` defaults to True for UperNet, as in mmseg. ``decoder_channels`` narrows the
-    head for small inputs (FPN: pyramid channels, half of them for segmentation; UperNet: its
-    channels); None keeps the paper's 256/128 and 512.
-    """
-    name = f"tu-{backbone}"
-    pyramid = decoder_channels or FPN_PYRAMID
-    segmentation = decoder_channels // 2 if decoder_channels else FPN_SEGMENTATION
-    if decoder == "fpn":
-        base = smp.FPN(
-            encoder_name=name,
-            encoder_weights=None,
-            classes=num_classes,
-            decoder_pyramid_channels=pyramid,
-            decoder_segmentation_channels=segmentation,
-            decoder_dropout=FPN_DROPOUT,
-            **backbone_kwargs,
-        )
-        base.decoder = FPNNeckDecoder(
-            base.encoder.out_channels,
-            encoder_depth=5,
-            pyramid_channels=pyramid,
-            segmentation_channels=segmentation,
-            dropout=FPN_DROPOUT,
-        )
-    elif decoder == "upernet":
-        base = smp.UPerNet(
-            encoder_name=name,
+
+def _paper_decoder(
+    decoder: str,
+    encoder: str,
+    num_classes: int,
+    decoder_channels: int | None,
+    backbone_kwargs: dict[str, Any],
+) -> smp.base.SegmentationModel:
+    """Semantic FPN (with mmseg's output convs) or UperNet, at the paper's widths by default."""
+    if decoder == "upernet":
+        return smp.UPerNet(
+            encoder_name=encoder,
             encoder_weights=None,
             classes=num_classes,
             decoder_channels=decoder_channels or UPERNET_CHANNELS,
             **backbone_kwargs,
         )
+    pyramid = decoder_channels or FPN_PYRAMID
+    segmentation = decoder_channels // 2 if decoder_channels else FPN_SEGMENTATION
+    base = smp.FPN(
+        encoder_name=encoder,
+        encoder_weights=None,
+        classes=num_classes,
+        decoder_pyramid_channels=pyramid,
+        decoder_segmentation_channels=segmentation,
+        decoder_dropout=FPN_DROPOUT,
+        **backbone_kwargs,
+    )
+    base.decoder = FPNNeckDecoder(
+        base.encoder.out_channels,
+        encoder_depth=5,
+        pyramid_channels=pyramid,
+        segmentation_channels=segmentation,
+        dropout=FPN_DROPOUT,
+    )
+    return base
+
+
+def _smp_decoder(
+    decoder: str,
+    encoder: str,
+    num_classes: int,
+    decoder_channels: int | None,
+    output_stride: int | None,
+    decoder_kwargs: dict[str, Any],
+    backbone_kwargs: dict[str, Any],
+) -> smp.base.SegmentationModel:
+    """smp's architecture ``decoder`` over ``encoder``; ``decoder_kwargs`` win over the rest."""
+    cls = smp.MODEL_ARCHITECTURES_MAPPING[decoder]
+    params = inspect.signature(cls.__init__).parameters
+    kwargs: dict[str, Any] = {}
+    if decoder_channels is not None:
+        width = next((a for a in WIDTH_ARGS if a in params), None)
+        if width is None:
+            raise ConfigError(
+                f"model.decoder={decoder} has no width to set with model.decoder_channels "
+                "(its width follows the encoder). Fix: decoder_channels: null."
+            )
+        default = params[width].default
+        kwargs[width] = (
+            [max(decoder_channels >> i, 1) for i in range(len(default))]
+            if isinstance(default, list | tuple)
+            else decoder_channels
+        )
+    if output_stride is not None:
+        # DeepLab and PAN take the stride themselves; the others pass it to the encoder.
+        key = "encoder_output_stride" if "encoder_output_stride" in params else "output_stride"
+        kwargs[key] = output_stride
+    return cls(
+        encoder_name=encoder,
+        encoder_weights=None,
+        classes=num_classes,
+        **{**kwargs, **decoder_kwargs},
+        **backbone_kwargs,
+    )
+
+
+def build_segmentation_net(
+    backbone: str,
+    decoder: str,
+    num_classes: int,
+    aux_head: bool | None = None,
+    decoder_channels: int | None = None,
+    output_stride: int | None = None,
+    decoder_kwargs: dict[str, Any] | None = None,
+    **backbone_kwargs: Any,
+) -> SegmentationNet:
+    """The ``decoder`` head over ``backbone`` (any name with ``features_only``, ours or timm's).
+
+    ``decoder`` is one of ``DECODERS``: the paper's ``fpn`` and ``upernet`` (mmseg's heads), or
+    any of smp's other architectures. ``backbone_kwargs`` go to ``timm.create_model``
+    (``drop_path_rate`` of Table 10, ...); ``aux_head`` defaults to True for UperNet, as in
+    mmseg. ``decoder_channels`` narrows the head for small inputs (FPN: pyramid channels, half of
+    them for segmentation; UperNet: its channels; smp's: their width argument); None keeps the
+    paper's 256/128 and 512, and smp's defaults. ``output_stride`` (8, 16) dilates the backbone's
+    last stages; None keeps the decoder's default (32, DeepLabV3+ 16). ``decoder_kwargs`` are
+    further arguments of smp's architecture (``decoder_atrous_rates``, ...), not of the paper's.
+    """
+    check_decoder(decoder, output_stride)
+    name = f"tu-{backbone}"
+    if decoder in PAPER_DECODERS:
+        if decoder_kwargs:
+            raise ConfigError(
+                f"model.decoder_kwargs are arguments of smp's architectures; the paper's "
+                f"{decoder} head is set by model.decoder_channels. Fix: decoder_kwargs: null."
+            )
+        if output_stride is not None:
+            backbone_kwargs = {**backbone_kwargs, "output_stride": output_stride}
+        base = _paper_decoder(decoder, name, num_classes, decoder_channels, backbone_kwargs)
     else:
-        raise ValueError(f"decoder={decoder!r} is unknown; use 'fpn' or 'upernet'")
+        base = _smp_decoder(
+            decoder,
+            name,
+            num_classes,
+            decoder_channels,
+            output_stride,
+            dict(decoder_kwargs or {}),
+            backbone_kwargs,
+        )
     if aux_head is None:
         aux_head = decoder == "upernet"
     aux = None
     if aux_head:
+        levels = base.encoder.out_channels  # the input, stride 2, then strides 4, 8, 16, 32
+        if len(levels) <= 2 + AUX_STAGE:
+            raise ConfigError(
+                f"the auxiliary head reads stage {AUX_STAGE + 1}, which this {decoder} encoder "
+                "(encoder_depth < 5) does not compute. Fix: aux_head off for this decoder."
+            )
         aux_channels = decoder_channels // 2 if decoder_channels else AUX_CHANNELS
-        aux = AuxFCNHead(base.encoder.out_channels[-4 + AUX_STAGE], num_classes, aux_channels)
-    # The FPN adds each upsampled level to the next: sides must divide by the encoder's stride.
-    divisor = base.encoder.output_stride if decoder == "fpn" else 1
+        aux = AuxFCNHead(levels[2 + AUX_STAGE], num_classes, aux_channels)
+    # Decoders that add or concatenate levels need sides divisible by the encoder's stride;
+    # UperNet resizes each level to the next.
+    divisor = (
+        1
+        if decoder == "upernet" or not base.requires_divisible_input_shape
+        else base.encoder.output_stride
+    )
     return SegmentationNet(base, aux, divisor)
 
 

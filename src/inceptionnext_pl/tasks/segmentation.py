@@ -15,7 +15,12 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 from ..errors import ConfigError
 from ..models import check_model_name
 from ..optim import ScheduleName
-from ..seg.networks import DecoderName, build_segmentation_net, slide_logits
+from ..seg.networks import (
+    POOLED_BATCHNORM,
+    build_segmentation_net,
+    check_decoder,
+    slide_logits,
+)
 from .base import DistBN, TaskModule, check_range, check_recipe
 
 Inference = Literal["whole", "slide"]
@@ -41,14 +46,19 @@ def exact_bincount() -> Iterator[None]:
 
 
 class SemanticSegmenter(TaskModule):
-    """Semantic segmentation: Semantic FPN or UperNet over any ``features_only`` backbone.
+    """Semantic segmentation: any of smp's decoders over any ``features_only`` backbone.
 
     Args:
         backbone: ours (``inceptionnext_tiny``, ...) or timm's ResNet, ConvNeXt, Swin.
-        decoder: ``fpn`` (Table 7: 256 pyramid / 128 segmentation channels, mmseg's 3x3
-            output convs) or ``upernet`` (Table 6: 512 channels, auxiliary FCN head on stage 3
-            in training, loss weight ``aux_weight``).
-        decoder_channels: a narrower head for small inputs (the demo); None: the paper's.
+        decoder: the paper's ``fpn`` (Table 7: 256 pyramid / 128 segmentation channels, mmseg's
+            3x3 output convs) or ``upernet`` (Table 6: 512 channels, auxiliary FCN head on stage
+            3 in training, loss weight ``aux_weight``), or any other architecture of smp
+            (``deeplabv3plus``, ``unet``, ``segformer``, ...; ``seg.networks.DECODERS``).
+        decoder_channels: a narrower head for small inputs (the demo); None: the paper's, or
+            smp's default width.
+        output_stride: 16 or 8 dilates the backbone's last stages (DeepLab); None: the
+            decoder's default (32; DeepLabV3+ 16).
+        decoder_kwargs: further arguments of smp's architecture (``decoder_atrous_rates``, ...).
         num_classes: ``None`` takes it from the datamodule (150 for ADE20K).
         ignore_index: label that counts neither in the loss nor in the metrics.
         pretrained: ImageNet weights of the backbone: a zoo entry, a checkpoint file or the run
@@ -64,8 +74,10 @@ class SemanticSegmenter(TaskModule):
     def __init__(
         self,
         backbone: str = "inceptionnext_tiny",
-        decoder: DecoderName = "fpn",
+        decoder: str = "fpn",
         decoder_channels: int | None = None,
+        output_stride: int | None = None,
+        decoder_kwargs: dict[str, Any] | None = None,
         num_classes: int | None = None,
         ignore_index: int = 255,
         pretrained: str | None = None,
@@ -99,8 +111,7 @@ class SemanticSegmenter(TaskModule):
         check_recipe(self.hparams)
         check_range("aux_weight", aux_weight, 0.0, None)
         check_range("warmup_steps", warmup_steps, 0, None)
-        if decoder not in ("fpn", "upernet"):
-            raise ValueError(f"decoder={decoder!r} is unknown; use 'fpn' or 'upernet'")
+        check_decoder(decoder, output_stride)
         if num_classes is not None:
             self.build(num_classes)
 
@@ -118,6 +129,8 @@ class SemanticSegmenter(TaskModule):
             hp.decoder,
             num_classes,
             decoder_channels=hp.decoder_channels,
+            output_stride=hp.output_stride,
+            decoder_kwargs=hp.decoder_kwargs,
             **self._backbone_kwargs(),
         )
 
@@ -148,18 +161,19 @@ class SemanticSegmenter(TaskModule):
         )
 
     def on_train_start(self) -> None:
-        # UperNet's pooling module normalises 1x1 maps: BatchNorm needs 2+ values per channel,
+        # A global pooling branch normalises 1x1 maps: BatchNorm needs 2+ values per channel,
         # from the batch or, with SyncBatchNorm, from the other devices (after DDP wraps).
-        if self.hparams.decoder != "upernet" or self._batch_size() > 1:
+        decoder = self.hparams.decoder
+        if decoder not in POOLED_BATCHNORM or self._batch_size() > 1:
             return
         synced = self.trainer.world_size > 1 and any(
             isinstance(m, nn.SyncBatchNorm) for m in self.model.modules()
         )
         if not synced:
             raise ConfigError(
-                "UperNet cannot train on 1 image per step: its pooling module applies BatchNorm "
-                "to 1x1 maps. Fix: data.loader.batch_size 2 or more, or several devices with "
-                "trainer.sync_batchnorm: true."
+                f"model.decoder={decoder} cannot train on 1 image per step: its pooling branch "
+                "applies BatchNorm to 1x1 maps. Fix: data.loader.batch_size 2 or more, or several "
+                "devices with trainer.sync_batchnorm: true."
             )
 
     # ----------------------------------------------------------------- steps
