@@ -7,7 +7,8 @@ head on stage 3. smp's other architectures (DeepLabV3+, U-Net, SegFormer, ...) a
 
 Any input size works: the FPN's top-down sums need sides divisible by the encoder's stride (32),
 so its input is padded bottom and right to the next multiple and the logits cropped back (mmseg
-pads the same way); UperNet resizes each level to the next and takes the image as it is.
+pads the same way); so is every smp decoder that asks for divisible sides. UperNet resizes each
+level to the next and takes the image as it is.
 """
 
 from __future__ import annotations
