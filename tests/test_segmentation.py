@@ -377,7 +377,7 @@ def test_seg_demo_trains_deeplabv3plus_at_output_stride_16(tmp_path, torch_threa
                 "--trainer.max_epochs=2",
                 "--trainer.enable_progress_bar=false",
                 f"--trainer.default_root_dir={tmp_path}",
-            ]  # fmt: skip
+            ]
         )
     net = cli.model.model
     assert type(net.decoder).__name__ == "DeepLabV3PlusDecoder"
