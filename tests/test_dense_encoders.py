@@ -115,24 +115,22 @@ def test_dilated_features_are_the_undilated_ones_at_every_other_position(name, s
 
 
 @pytest.mark.parametrize("name", OURS)
-def test_stride_32_is_the_model_as_it_was(name):
-    torch.manual_seed(1)
-    plain = timm.create_model(name).eval()
-    torch.manual_seed(1)
-    explicit = timm.create_model(name, output_stride=32).eval()
-    x = torch.randn(1, 3, 64, 64)
-    assert torch.equal(plain(x), explicit(x))
-    assert all(not isinstance(m, torch.nn.Conv2d) or m.dilation == (1, 1) for m in plain.modules())
+def test_stride_32_has_no_dilated_conv(name):
+    model = timm.create_model(name, output_stride=32)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(m.dilation == (1, 1) and m.padding != "same" for m in convs)
 
 
-def test_dilated_inceptionnext_matches_timms():
-    """At stride 16 ours and timm's ``inception_next_atto`` compute the same thing."""
-    ours = timm.create_model("inceptionnext_atto", output_stride=16).eval()
-    theirs = timm.create_model("inception_next_atto", output_stride=16).eval()
+@pytest.mark.parametrize("stride", [32, 16])
+def test_inceptionnext_matches_timms_bit_for_bit(stride):
+    """At strides 32 and 16 ours and timm's ``inception_next_atto`` compute the same numbers
+    (at 8, timm's 'same' padding shifts the grid by a pixel; ours keeps it)."""
+    ours = timm.create_model("inceptionnext_atto", output_stride=stride).eval()
+    theirs = timm.create_model("inception_next_atto", output_stride=stride).eval()
     theirs.load_state_dict(ours.state_dict())
     x = torch.randn(1, 3, 64, 96)
     with torch.inference_mode():
-        torch.testing.assert_close(ours.forward_features(x), theirs.forward_features(x))
+        assert torch.equal(ours.forward_features(x), theirs.forward_features(x))
 
 
 def test_a_stride_other_than_8_16_32_is_refused():
