@@ -107,3 +107,20 @@ class BatchShapes(L.Callback):
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         self._record(self.shapes, "val", batch)
+
+
+class NetInputs(L.Callback):
+    """Records the input shape of every network call inside the validation steps."""
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+        self._hook = None
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        record = self.shapes.append
+        self._hook = pl_module.model.register_forward_pre_hook(
+            lambda _, args: record(tuple(args[0].shape))
+        )
+
+    def on_validation_batch_end(self, trainer, pl_module, *args, **kwargs) -> None:
+        self._hook.remove()

@@ -17,7 +17,7 @@ import torch
 
 from inceptionnext_pl.callbacks import SegmentationOverlays
 from inceptionnext_pl.cli import build_cli
-from real_shapes import ADE_CLASSES, ADE_VAL_SIZES, WNIDS, BatchShapes
+from real_shapes import ADE_CLASSES, ADE_VAL_SIZES, WNIDS, BatchShapes, NetInputs
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(
@@ -44,11 +44,13 @@ REHEARSE = [
 ]
 
 
-def rehearse(config: str, dataset: Path, root: Path):
+def rehearse(config: str, dataset: Path, root: Path, *observers: str):
     """``lightning fit --config CONFIG`` on ``dataset``; the run and its first batches' shapes."""
     args = ["fit", "--config", config, *REHEARSE, f"--data.dataset={dataset}"]
     args += [f"--trainer.default_root_dir={root}"]
-    cli = build_cli([*args, "--trainer.callbacks+=real_shapes.BatchShapes"])  # an observer
+    for observer in ("real_shapes.BatchShapes", *observers):
+        args.append(f"--trainer.callbacks+={observer}")
+    cli = build_cli(args)
     assert cli.trainer.state.finished
     (shapes,) = [c for c in cli.trainer.callbacks if isinstance(c, BatchShapes)]
     return cli, shapes.shapes
@@ -83,13 +85,16 @@ def _return_memory():
 @pytest.mark.usefixtures("_return_memory")
 @pytest.mark.parametrize("config", SEG_CONFIGS)
 def test_segmentation_config_rehearses_on_ade20k(config, ade_folder, tmp_path):
-    cli, shapes = rehearse(config, ade_folder, tmp_path)
+    cli, shapes = rehearse(config, ade_folder, tmp_path, "real_shapes.NetInputs")
     crop = tuple(cli.config.fit.data.augment.crop_size)
     assert crop == (512, 512)
     assert shapes["train"] == [(2, 3, *crop), (2, *crop)]
     # The first validation image, 683x512, fits 2048x512 as it is: 683 is not a multiple of 32.
     w, h = ADE_VAL_SIZES[0]
     assert shapes["val"] == [(1, 3, h, w), (1, h, w)]
+    # fit's validation runs the image once, whole, even where the config sets the aug test
+    (inputs,) = [c for c in cli.trainer.callbacks if isinstance(c, NetInputs)]
+    assert inputs.shapes == [(1, 3, h, w)]
     model, metrics = cli.model, cli.trainer.callback_metrics
     assert model.hparams.num_classes == ADE_CLASSES
     assert {"train/loss", "val/loss", "val/mIoU", "val/mAcc", "val/aAcc"} <= set(metrics)

@@ -13,11 +13,11 @@ from inceptionnext_pl.cli import build_cli
 from inceptionnext_pl.errors import ConfigError
 from inceptionnext_pl.models.table import count, main, seg_table
 from inceptionnext_pl.paper import PAPER_SEG
+from inceptionnext_pl.seg.inference import slide_logits
 from inceptionnext_pl.seg.networks import (
     DECODERS,
     POOLED_BATCHNORM,
     build_segmentation_net,
-    slide_logits,
 )
 from inceptionnext_pl.seg.weights import feature_net_names
 from inceptionnext_pl.tasks import ImageClassifier
@@ -148,8 +148,9 @@ ODD_SIZES = [(51, 68), (68, 51), (37, 53), (33, 97), (60, 60)]
 
 @pytest.mark.parametrize("decoder", ["fpn", "upernet"])
 def test_any_input_size_gives_logits_of_that_size(decoder):
-    """The FPN pads to a multiple of 32 and crops back; UperNet takes the image as it is."""
+    """The paper's heads resize each level to the next: they take the image as it is."""
     net = build_segmentation_net("inceptionnext_atto", decoder, 5, decoder_channels=64).eval()
+    assert net.size_divisor == 1
     for h, w in ODD_SIZES:
         x = torch.randn(1, 3, h, w)
         with torch.no_grad():
@@ -161,11 +162,15 @@ def test_any_input_size_gives_logits_of_that_size(decoder):
         assert aux is None or aux.shape == (2, 5, h, w)
         with torch.no_grad():  # windows of 48 and the remainders at the edges
             assert slide_logits(net, x, 5, crop=48, stride=32).shape == (1, 5, h, w)
-    if decoder == "fpn":
-        x = torch.randn(1, 3, 51, 68)
-        padded = torch.nn.functional.pad(x, (0, 96 - 68, 0, 64 - 51))
-        with torch.no_grad():  # the same as padding by hand and cropping the logits
-            assert torch.equal(net(x), net(padded)[..., :51, :68])
+
+
+def test_a_decoder_that_needs_divisible_sides_is_padded_and_cropped():
+    net = build_segmentation_net("inceptionnext_atto", "manet", 5, decoder_channels=64).eval()
+    assert net.size_divisor == 32
+    x = torch.randn(1, 3, 51, 68)
+    padded = torch.nn.functional.pad(x, (0, 96 - 68, 0, 64 - 51))
+    with torch.no_grad():  # the same as padding by hand and cropping the logits
+        assert torch.equal(net(x), net(padded)[..., :51, :68])
 
 
 def test_a_fixed_size_backbone_is_padded_up_or_refused_with_the_fix():

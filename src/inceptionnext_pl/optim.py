@@ -7,7 +7,7 @@ modules (``tasks/``) feed them the recipe's values and the Trainer's batch geome
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal
 
 from timm.optim import create_optimizer_v2, param_groups_layer_decay, param_groups_weight_decay
@@ -40,16 +40,21 @@ def param_groups(
     weight_decay: float,
     *,
     layer_decay: float | None = None,
+    layer_ids: Mapping[str, int] | None = None,
     head: Collection[str] = (),
 ) -> list[dict[str, Any]]:
     """timm's groups: no weight decay on norms, biases, layer scale (1-D) and ``no_weight_decay()``.
 
-    ``layer_decay`` adds timm's layer-wise LR scales (``lr_scale``; needs ``group_matcher``).
+    ``layer_decay`` adds layer-wise LR scales (``lr_scale``): ``layer_decay ** (top - layer)``
+    by ``layer_ids`` (each parameter's layer, ``top`` the highest) where given, else by timm's
+    ``group_matcher``.
     Parameters named in ``head`` get groups of their own and every group is tagged
     ``backbone: bool``, which :class:`~inceptionnext_pl.callbacks.FreezeBackbone` acts on.
     """
     skip = set(getattr(model, "no_weight_decay", lambda: set())())
-    if layer_decay:
+    if layer_decay and layer_ids is not None:
+        groups = _groups_by_layer(model, weight_decay, skip, layer_decay, layer_ids)
+    elif layer_decay:
         groups = param_groups_layer_decay(
             model, weight_decay, no_weight_decay_list=skip, layer_decay=layer_decay
         )
@@ -67,6 +72,28 @@ def param_groups(
             if params:
                 split.append({**g, "params": params, "backbone": not is_head})
     return split
+
+
+def _groups_by_layer(
+    model: nn.Module,
+    weight_decay: float,
+    skip: Collection[str],
+    layer_decay: float,
+    layer_ids: Mapping[str, int],
+) -> list[dict[str, Any]]:
+    top = max(layer_ids.values())
+    groups: dict[tuple[int, float], dict[str, Any]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        decay = 0.0 if p.ndim <= 1 or name in skip else weight_decay
+        layer = layer_ids[name]
+        group = groups.setdefault(
+            (layer, decay),
+            {"params": [], "weight_decay": decay, "lr_scale": layer_decay ** (top - layer)},
+        )
+        group["params"].append(p)
+    return list(groups.values())
 
 
 def create_optimizer(

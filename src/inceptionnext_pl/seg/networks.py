@@ -1,35 +1,48 @@
-"""Segmentation networks: smp's decoders over any ``features_only`` backbone.
+"""Segmentation networks: an smp encoder (``tu-<timm name>``, ours included), the stage-output
+norms of its family, and a decoder.
 
-segmentation-models-pytorch builds the encoder (``tu-<timm name>``, ours included) and every
-decoder. The paper's two (Tables 6 and 7) get what smp lacks of mmsegmentation's heads: the
-3x3 output conv that mmseg's FPN neck puts on every pyramid level, and UperNet's auxiliary FCN
-head on stage 3. smp's other architectures (DeepLabV3+, U-Net, SegFormer, ...) are smp's own.
+The paper's two decoders (Tables 6 and 7) are mmsegmentation's: the Semantic FPN of
+``seg.heads`` and smp's UperNet decoder without its LayerNorms (the family's stage norms take
+their place), each with mmseg's classifier (dropout 0.1, 1x1 conv) and, for UperNet, the
+auxiliary FCN head on stage 3. smp's other architectures (DeepLabV3+, U-Net, SegFormer, ...) are
+smp's own, with the same stage norms in front.
 
-Any input size works: the FPN's top-down sums need sides divisible by the encoder's stride (32),
-so its input is padded bottom and right to the next multiple and the logits cropped back (mmseg
-pads the same way); so is every smp decoder that asks for divisible sides. UperNet resizes each
-level to the next and takes the image as it is.
+Any input size works: the paper's heads resize each level to the next; the smp decoders that ask
+for sides divisible by the encoder's stride, and backbones that patchify (Swin built with
+``strict_img_size: false``), get their input padded bottom and right to the next multiple and
+the logits cropped back.
 """
 
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
-from segmentation_models_pytorch.decoders.fpn.decoder import FPNDecoder
+from segmentation_models_pytorch.decoders.upernet.decoder import UPerNetDecoder
 from torch import nn
 
 from ..errors import ConfigError
+from .heads import (
+    AuxFCNHead,
+    ClassifierHead,
+    SemanticFPNDecoder,
+    StageNorm,
+    StageNorms,
+    family_stage_norm,
+    mmseg_init,
+)
 
-PAPER_DECODERS = ("fpn", "upernet")  # mmseg's heads, built here over smp's
+PAPER_DECODERS = ("fpn", "upernet")  # mmseg's heads
 VIT_ONLY = ("dpt",)  # its decoder reads a ViT's prefix tokens
 DECODERS = PAPER_DECODERS + tuple(
     a for a in smp.MODEL_ARCHITECTURES_MAPPING if a not in PAPER_DECODERS + VIT_ONLY
 )
-# Decoders that add each level to the upsampled next one, so need every stride up to 32.
+# Decoders that need every level down to stride 32: smp's add each level to the upsampled next
+# one; the Semantic FPN's scale heads are built for strides 4-32.
 FULL_PYRAMID = ("fpn", "unetplusplus", "manet", "linknet")
 # Decoders whose global pooling feeds BatchNorm a 1x1 map: training needs 2+ images per norm.
 POOLED_BATCHNORM = ("upernet", "deeplabv3", "deeplabv3plus", "pan")
@@ -37,44 +50,16 @@ POOLED_BATCHNORM = ("upernet", "deeplabv3", "deeplabv3plus", "pan")
 # level by level from ``decoder_channels`` (U-Net's 256, 128, 64, 32, 16).
 WIDTH_ARGS = ("decoder_channels", "decoder_segmentation_channels", "psp_out_channels")
 # mmseg's head settings (Semantic FPN: PoolFormer/PVT configs; UperNet: Swin/ConvNeXt configs).
-FPN_PYRAMID, FPN_SEGMENTATION, FPN_DROPOUT = 256, 128, 0.1
+FPN_PYRAMID, FPN_SEGMENTATION = 256, 128
 UPERNET_CHANNELS, AUX_CHANNELS, AUX_STAGE = 512, 256, 2
-
-
-class FPNNeckDecoder(FPNDecoder):
-    """smp's FPN decoder with mmseg's 3x3 conv on each pyramid level after the top-down sum."""
-
-    def __init__(self, encoder_channels: list[int], **kwargs: Any) -> None:
-        super().__init__(encoder_channels, **kwargs)
-        p = self.p5.out_channels
-        self.fpn_convs = nn.ModuleList(nn.Conv2d(p, p, 3, padding=1) for _ in range(4))
-
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        c2, c3, c4, c5 = features[-4:]
-        p5 = self.p5(c5)
-        p4 = self.p4(p5, c4)
-        p3 = self.p3(p4, c3)
-        p2 = self.p2(p3, c2)
-        pyramid = [conv(p) for conv, p in zip(self.fpn_convs, (p5, p4, p3, p2))]
-        x = self.merge([blk(p) for blk, p in zip(self.seg_blocks, pyramid)])
-        return self.dropout(x)
-
-
-class AuxFCNHead(nn.Module):
-    """mmseg's auxiliary FCNHead: 3x3 conv-BN-ReLU, dropout, 1x1 classifier (training only)."""
-
-    def __init__(self, in_channels: int, num_classes: int, channels: int = AUX_CHANNELS) -> None:
-        super().__init__()
-        self.conv = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-        )
-        self.drop = nn.Dropout2d(0.1)
-        self.cls = nn.Conv2d(channels, num_classes, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cls(self.drop(self.conv(x)))
+# Parameters without weight decay beyond the 1-D ones (Swin's UperNet configs: custom_keys).
+NO_WEIGHT_DECAY_KEYS = ("absolute_pos_embed", "relative_position_bias_table")
+# ConvNeXt's stage-wise LR decay (its UperNet configs: decay_type stage_wise, num_layers 6; its
+# LearningRateDecayOptimizerConstructor adds 2): stem and downsampling layers are layer 0, stage
+# i is layer i + 1, everything else (stage norms, decoder, heads) the top layer, 7.
+STAGE_WISE_LAYERS = 6 + 2
+_STEM = re.compile(r"encoder\.model\.(stem|patch_embed)")
+_STAGE = re.compile(r"encoder\.model\.(?:stages|layers)_(\d+)\.(downsample\.)?")
 
 
 def fixed_input_size(encoder: nn.Module) -> tuple[int, int] | None:
@@ -85,8 +70,14 @@ def fixed_input_size(encoder: nn.Module) -> tuple[int, int] | None:
     return None
 
 
+def patchifies(encoder: nn.Module) -> bool:
+    """Whether the backbone cuts its input into patches at any size (Swin, ``strict_img_size``
+    off): its sides must then divide by every patch and merge, i.e. by the encoder's stride."""
+    return any(getattr(m, "strict_img_size", True) is False for m in encoder.modules())
+
+
 class SegmentationNet(nn.Module):
-    """Encoder, decoder and head from smp, plus the optional auxiliary head.
+    """Encoder, stage norms, decoder and classifier, plus the optional auxiliary head.
 
     ``forward`` returns logits at the input resolution; ``forward_train`` also returns the
     auxiliary logits (or None). Inputs are padded (bottom, right, zeros) to a multiple of
@@ -94,14 +85,26 @@ class SegmentationNet(nn.Module):
     """
 
     def __init__(
-        self, base: smp.base.SegmentationModel, aux_head: nn.Module | None, size_divisor: int = 1
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        segmentation_head: nn.Module,
+        aux_head: nn.Module | None = None,
+        size_divisor: int = 1,
+        stage_norms: StageNorms | None = None,
     ) -> None:
         super().__init__()
-        self.encoder, self.decoder = base.encoder, base.decoder
-        self.segmentation_head = base.segmentation_head
+        self.encoder, self.decoder, self.segmentation_head = encoder, decoder, segmentation_head
+        self.stage_norms = stage_norms or StageNorms(encoder.out_channels, "none")
         self.aux_head = aux_head
+        if patchifies(encoder):
+            size_divisor = max(size_divisor, encoder.output_stride)
         self.size_divisor = size_divisor
         self.fixed_size = fixed_input_size(self.encoder)
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters that Swin's recipe keeps free of weight decay."""
+        return {n for n, _ in self.named_parameters() if any(k in n for k in NO_WEIGHT_DECAY_KEYS)}
 
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
         """The size the network runs at for a (height, width) input."""
@@ -110,8 +113,8 @@ class SegmentationNet(nn.Module):
             if height > fh or width > fw:
                 raise ConfigError(
                     f"the backbone is built for {fh}x{fw} inputs and cannot take {height}x{width}. "
-                    f"Fix: evaluate in windows (model.inference: slide, model.slide_crop: {fh}), "
-                    f"or build it for the size (model.backbone_kwargs.img_size)."
+                    f"Fix: build it for any size (model.backbone_kwargs.strict_img_size: false), "
+                    f"or evaluate in windows (model.inference: slide, model.slide_crop: {fh})."
                 )
             return fh, fw
         d = self.size_divisor
@@ -131,10 +134,14 @@ class SegmentationNet(nn.Module):
             )
         return logits[..., : size[0], : size[1]]
 
+    def features(self, padded: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's levels (the input, stride 2, then strides 4-32), stage-normed."""
+        return self.stage_norms(self.encoder(padded))
+
     def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         size = x.shape[-2:]
         padded = self._pad(x)
-        features = self.encoder(padded)
+        features = self.features(padded)
         logits = self._resize(self.segmentation_head(self.decoder(features)), padded, size)
         if self.aux_head is None:
             return logits, None
@@ -144,8 +151,28 @@ class SegmentationNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         padded = self._pad(x)
-        logits = self.segmentation_head(self.decoder(self.encoder(padded)))
+        logits = self.segmentation_head(self.decoder(self.features(padded)))
         return self._resize(logits, padded, x.shape[-2:])
+
+
+def stage_wise_layer_ids(net: nn.Module) -> dict[str, int]:
+    """Each parameter's layer under ConvNeXt's stage-wise LR decay (``STAGE_WISE_LAYERS``)."""
+    top = STAGE_WISE_LAYERS - 1
+    ids: dict[str, int] = {}
+    for name, _ in net.named_parameters():
+        stage = _STAGE.match(name)
+        if _STEM.match(name) or (stage and stage.group(2)):
+            ids[name] = 0
+        elif stage:
+            ids[name] = int(stage.group(1)) + 1
+        else:
+            ids[name] = top
+    if all(i == top for n, i in ids.items() if n.startswith("encoder.")):
+        raise ConfigError(
+            "model.layer_decay needs a backbone built of a stem and stages (InceptionNeXt, "
+            "ConvNeXt, Swin); this one has neither. Fix: layer_decay: null."
+        )
+    return ids
 
 
 def check_decoder(decoder: str, output_stride: int | None = None) -> None:
@@ -163,40 +190,20 @@ def check_decoder(decoder: str, output_stride: int | None = None) -> None:
 
 
 def _paper_decoder(
-    decoder: str,
-    encoder: str,
-    num_classes: int,
-    decoder_channels: int | None,
-    backbone_kwargs: dict[str, Any],
-) -> smp.base.SegmentationModel:
-    """Semantic FPN (with mmseg's output convs) or UperNet, at the paper's widths by default."""
+    decoder: str, encoder_channels: list[int], decoder_channels: int | None
+) -> tuple[nn.Module, int]:
+    """mmseg's Semantic FPN or UperNet decoder at the paper's widths by default, and its width."""
     if decoder == "upernet":
-        return smp.UPerNet(
-            encoder_name=encoder,
-            encoder_weights=None,
-            classes=num_classes,
-            decoder_channels=decoder_channels or UPERNET_CHANNELS,
-            **backbone_kwargs,
-        )
+        channels = decoder_channels or UPERNET_CHANNELS
+        net = UPerNetDecoder(encoder_channels, encoder_depth=5, decoder_channels=channels)
+        # mmseg's UPerHead reads the stage outputs as they come: the family's norms replace
+        # smp's LayerNorm on every level.
+        net.feature_norms = nn.ModuleList(nn.Identity() for _ in net.feature_norms)
+        mmseg_init(net)
+        return net, channels
     pyramid = decoder_channels or FPN_PYRAMID
     segmentation = decoder_channels // 2 if decoder_channels else FPN_SEGMENTATION
-    base = smp.FPN(
-        encoder_name=encoder,
-        encoder_weights=None,
-        classes=num_classes,
-        decoder_pyramid_channels=pyramid,
-        decoder_segmentation_channels=segmentation,
-        decoder_dropout=FPN_DROPOUT,
-        **backbone_kwargs,
-    )
-    base.decoder = FPNNeckDecoder(
-        base.encoder.out_channels,
-        encoder_depth=5,
-        pyramid_channels=pyramid,
-        segmentation_channels=segmentation,
-        dropout=FPN_DROPOUT,
-    )
-    return base
+    return SemanticFPNDecoder(encoder_channels, pyramid, segmentation), segmentation
 
 
 def _smp_decoder(
@@ -246,6 +253,7 @@ def build_segmentation_net(
     decoder_channels: int | None = None,
     output_stride: int | None = None,
     decoder_kwargs: dict[str, Any] | None = None,
+    stage_norm: StageNorm = "auto",
     **backbone_kwargs: Any,
 ) -> SegmentationNet:
     """The ``decoder`` head over ``backbone`` (any name with ``features_only``, ours or timm's).
@@ -258,6 +266,9 @@ def build_segmentation_net(
     paper's 256/128 and 512, and smp's defaults. ``output_stride`` (8, 16) dilates the backbone's
     last stages; None keeps the decoder's default (32, DeepLabV3+ 16). ``decoder_kwargs`` are
     further arguments of smp's architecture (``decoder_atrous_rates``, ...), not of the paper's.
+    ``stage_norm`` normalises each stage output: ``auto`` takes the family's
+    (``heads.FAMILY_STAGE_NORMS``: BN for InceptionNeXt, LayerNorm for ConvNeXt and Swin, none
+    for the rest).
     """
     check_decoder(decoder, output_stride)
     name = f"tu-{backbone}"
@@ -267,9 +278,12 @@ def build_segmentation_net(
                 f"model.decoder_kwargs are arguments of smp's architectures; the paper's "
                 f"{decoder} head is set by model.decoder_channels. Fix: decoder_kwargs: null."
             )
-        if output_stride is not None:
-            backbone_kwargs = {**backbone_kwargs, "output_stride": output_stride}
-        base = _paper_decoder(decoder, name, num_classes, decoder_channels, backbone_kwargs)
+        encoder = smp.encoders.get_encoder(
+            name, depth=5, weights=None, output_stride=output_stride or 32, **backbone_kwargs
+        )
+        net, width = _paper_decoder(decoder, encoder.out_channels, decoder_channels)
+        head = ClassifierHead(width, num_classes)
+        divisor = 1  # both resize each level to the next
     else:
         base = _smp_decoder(
             decoder,
@@ -280,11 +294,14 @@ def build_segmentation_net(
             dict(decoder_kwargs or {}),
             backbone_kwargs,
         )
+        encoder, net, head = base.encoder, base.decoder, base.segmentation_head
+        # smp's decoders that add or concatenate levels need sides divisible by the stride.
+        divisor = base.encoder.output_stride if base.requires_divisible_input_shape else 1
     if aux_head is None:
         aux_head = decoder == "upernet"
     aux = None
     if aux_head:
-        levels = base.encoder.out_channels  # the input, stride 2, then strides 4, 8, 16, 32
+        levels = encoder.out_channels  # the input, stride 2, then strides 4, 8, 16, 32
         if len(levels) <= 2 + AUX_STAGE:
             raise ConfigError(
                 f"the auxiliary head reads stage {AUX_STAGE + 1}, which this {decoder} encoder "
@@ -292,29 +309,5 @@ def build_segmentation_net(
             )
         aux_channels = decoder_channels // 2 if decoder_channels else AUX_CHANNELS
         aux = AuxFCNHead(levels[2 + AUX_STAGE], num_classes, aux_channels)
-    # Decoders that add or concatenate levels need sides divisible by the encoder's stride;
-    # UperNet resizes each level to the next.
-    divisor = (
-        1
-        if decoder == "upernet" or not base.requires_divisible_input_shape
-        else base.encoder.output_stride
-    )
-    return SegmentationNet(base, aux, divisor)
-
-
-def slide_logits(
-    net: nn.Module, x: torch.Tensor, num_classes: int, crop: int = 512, stride: int = 341
-) -> torch.Tensor:
-    """mmseg's sliding-window inference: overlapping ``crop`` windows, logits averaged."""
-    b, _, h, w = x.shape
-    rows = max(h - crop + stride - 1, 0) // stride + 1
-    cols = max(w - crop + stride - 1, 0) // stride + 1
-    out = x.new_zeros(b, num_classes, h, w)
-    count = x.new_zeros(1, 1, h, w)
-    for r in range(rows):
-        for c in range(cols):
-            y1, x1 = min(r * stride, max(h - crop, 0)), min(c * stride, max(w - crop, 0))
-            y2, x2 = min(y1 + crop, h), min(x1 + crop, w)
-            out[:, :, y1:y2, x1:x2] += net(x[:, :, y1:y2, x1:x2]).float()
-            count[:, :, y1:y2, x1:x2] += 1
-    return out / count
+    norm = family_stage_norm(backbone) if stage_norm == "auto" else stage_norm
+    return SegmentationNet(encoder, net, head, aux, divisor, StageNorms(encoder.out_channels, norm))

@@ -94,6 +94,10 @@ class TaskModule(L.LightningModule):
         """Load ``source`` (zoo name or file) into ``self.model``; returns a printable report."""
         raise NotImplementedError
 
+    def layer_ids(self) -> dict[str, int] | None:
+        """Each parameter's layer for ``layer_decay``; None: timm's ``group_matcher``."""
+        return None
+
     def schedule_steps(self, steps_per_epoch: int) -> tuple[float, int]:
         """(warmup steps, cooldown steps) of the LR schedule."""
         hp = self.hparams
@@ -212,6 +216,7 @@ class TaskModule(L.LightningModule):
             self.model,
             hp.weight_decay,
             layer_decay=hp.layer_decay,
+            layer_ids=self.layer_ids(),
             head=self.head_parameter_names(),
         )
         optimizer = optim.create_optimizer(

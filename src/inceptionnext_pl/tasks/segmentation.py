@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
@@ -15,11 +16,13 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 from ..errors import ConfigError
 from ..models import check_model_name
 from ..optim import ScheduleName
+from ..seg.heads import StageNorm
+from ..seg.inference import aug_test_log_probs, resize, slide_logits
 from ..seg.networks import (
     POOLED_BATCHNORM,
     build_segmentation_net,
     check_decoder,
-    slide_logits,
+    stage_wise_layer_ids,
 )
 from .base import DistBN, TaskModule, check_range, check_recipe
 
@@ -59,6 +62,9 @@ class SemanticSegmenter(TaskModule):
         output_stride: 16 or 8 dilates the backbone's last stages (DeepLab); None: the
             decoder's default (32; DeepLabV3+ 16).
         decoder_kwargs: further arguments of smp's architecture (``decoder_atrous_rates``, ...).
+        stage_norm: a norm on each stage output of the backbone; ``auto`` takes its family's
+            (SyncBN under ``sync_batchnorm`` for InceptionNeXt, LayerNorm for ConvNeXt and Swin,
+            none for ResNet), which start fresh over pretrained weights.
         num_classes: ``None`` takes it from the datamodule (150 for ADE20K).
         ignore_index: label that counts neither in the loss nor in the metrics.
         pretrained: ImageNet weights of the backbone: a zoo entry, a checkpoint file or the run
@@ -66,7 +72,13 @@ class SemanticSegmenter(TaskModule):
         drop_path_rate: the backbone's stochastic depth (Table 10).
         backbone_kwargs: further ``timm.create_model`` arguments of the backbone.
         inference: ``whole`` image or mmseg's ``slide`` windows (``slide_crop``, ``slide_stride``).
+        test_scales, test_flip: mmseg's aug test (Table 6): the image at each scale (a ratio of
+            its evaluated size), and mirrored, softmax scores averaged. Used by ``lightning
+            validate``, ``test`` and ``predict``; validation during ``fit`` stays single scale.
+            None and False: single scale.
         base_lr: LR per ``lr_base_batch`` images (6e-5 at 16 for UperNet, 2e-4 at 32 for FPN).
+        layer_decay: ConvNeXt's stage-wise LR decay (its UperNet recipe: 0.9): stem and
+            downsampling layers x decay^7, stage i x decay^(6-i), stage norms and heads x 1.
         scheduler, poly_power, warmup_steps, warmup_lr, min_lr: poly decay after linear warmup.
         The remaining recipe arguments are those of ImageClassifier.
     """
@@ -78,6 +90,7 @@ class SemanticSegmenter(TaskModule):
         decoder_channels: int | None = None,
         output_stride: int | None = None,
         decoder_kwargs: dict[str, Any] | None = None,
+        stage_norm: StageNorm = "auto",
         num_classes: int | None = None,
         ignore_index: int = 255,
         pretrained: str | None = None,
@@ -87,6 +100,8 @@ class SemanticSegmenter(TaskModule):
         inference: Inference = "whole",
         slide_crop: int = 512,
         slide_stride: int = 341,
+        test_scales: Sequence[float] | None = None,
+        test_flip: bool = False,
         optimizer: str = "adamw",
         base_lr: float = 2e-4,
         lr_base_batch: int = 32,
@@ -112,6 +127,8 @@ class SemanticSegmenter(TaskModule):
         check_range("aux_weight", aux_weight, 0.0, None)
         check_range("warmup_steps", warmup_steps, 0, None)
         check_decoder(decoder, output_stride)
+        for scale in test_scales or ():
+            check_range("test_scales", scale, 0.0, None, low_open=True)
         if num_classes is not None:
             self.build(num_classes)
 
@@ -131,6 +148,7 @@ class SemanticSegmenter(TaskModule):
             decoder_channels=hp.decoder_channels,
             output_stride=hp.output_stride,
             decoder_kwargs=hp.decoder_kwargs,
+            stage_norm=hp.stage_norm,
             **self._backbone_kwargs(),
         )
 
@@ -144,6 +162,9 @@ class SemanticSegmenter(TaskModule):
 
     def head_parameter_names(self) -> list[str]:
         return [n for n, _ in self.model.named_parameters() if not n.startswith("encoder.")]
+
+    def layer_ids(self) -> dict[str, int] | None:
+        return stage_wise_layer_ids(self.model) if self.hparams.layer_decay else None
 
     def schedule_steps(self, steps_per_epoch: int) -> tuple[float, int]:
         return self.hparams.warmup_steps, 0
@@ -181,12 +202,33 @@ class SemanticSegmenter(TaskModule):
         """Logits (B, classes, H, W) at the input resolution, by the configured inference."""
         return self.infer(self.model, x)
 
-    def infer(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def aug_test(self) -> bool:
+        """Whether this call runs the multi-scale + flip test: set, and outside ``fit``."""
+        hp = self.hparams
+        if not (hp.test_scales or hp.test_flip) or self._trainer is None:
+            return False
+        return self.trainer.state.fn in (
+            TrainerFn.VALIDATING,
+            TrainerFn.TESTING,
+            TrainerFn.PREDICTING,
+        )
+
+    def infer(
+        self, net: nn.Module, x: torch.Tensor, size: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        """Logits at ``size`` (default: the input's); log mean probabilities under the aug test."""
         x = self.prepare_input(x)
-        if self.hparams.inference == "slide":
-            hp = self.hparams
-            return slide_logits(net, x, hp.num_classes, hp.slide_crop, hp.slide_stride)
-        return net(x)
+        hp = self.hparams
+
+        def logits(image: torch.Tensor) -> torch.Tensor:
+            if hp.inference == "slide":
+                return slide_logits(net, image, hp.num_classes, hp.slide_crop, hp.slide_stride)
+            return net(image)
+
+        if self.aug_test():
+            scales = hp.test_scales or (1.0,)
+            return aug_test_log_probs(logits, x, scales, hp.test_flip, size)
+        return resize(logits(x), size or x.shape[-2:])
 
     def _loss(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), mask, ignore_index=self.hparams.ignore_index)
@@ -207,11 +249,8 @@ class SemanticSegmenter(TaskModule):
 
     def evaluate(self, batch: Any, prefix: str, net: nn.Module | None = None) -> None:
         x, mask = batch
-        logits = self.infer(net or self.model, x)
-        if logits.shape[-2:] != mask.shape[-2:]:  # masks evaluated at their own resolution
-            logits = F.interpolate(
-                logits, size=mask.shape[-2:], mode="bilinear", align_corners=False
-            )
+        # masks are evaluated at their own resolution
+        logits = self.infer(net or self.model, x, mask.shape[-2:])
         metrics = self.metrics_for(prefix)
         with exact_bincount():
             metrics.update(logits.argmax(1), mask)
