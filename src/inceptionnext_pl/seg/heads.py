@@ -71,7 +71,8 @@ class ClassifierHead(nn.Sequential):
     """mmseg's ``cls_seg``: dropout, then a 1x1 conv to the classes.
 
     PyTorch's default init, not mmseg's normal(std=0.01): the small weights pass little gradient
-    back at first, which 160k iterations absorb but the 8-epoch demo does not (0.09 mIoU).
+    back at first, which 160k iterations absorb but the 8-epoch demo does not (it stayed at
+    background when tried).
     """
 
     def __init__(self, channels: int, num_classes: int, dropout: float = CLASSIFIER_DROPOUT):

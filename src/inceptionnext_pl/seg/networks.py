@@ -35,6 +35,7 @@ from .heads import (
     family_stage_norm,
     mmseg_init,
 )
+from .inference import resize
 
 PAPER_DECODERS = ("fpn", "upernet")  # mmseg's heads
 VIT_ONLY = ("dpt",)  # its decoder reads a ViT's prefix tokens
@@ -128,11 +129,7 @@ class SegmentationNet(nn.Module):
     @staticmethod
     def _resize(logits: torch.Tensor, like: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Logits at the padded input's resolution, cropped to the input's ``size``."""
-        if logits.shape[-2:] != like.shape[-2:]:
-            logits = F.interpolate(
-                logits, size=like.shape[-2:], mode="bilinear", align_corners=False
-            )
-        return logits[..., : size[0], : size[1]]
+        return resize(logits, like.shape[-2:])[..., : size[0], : size[1]]
 
     def features(self, padded: torch.Tensor) -> list[torch.Tensor]:
         """The encoder's levels (the input, stride 2, then strides 4-32), stage-normed."""
