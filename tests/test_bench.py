@@ -15,12 +15,11 @@ import pytest
 import torch
 
 from inceptionnext_pl.bench import main
-from inceptionnext_pl.bench.measure import PeakMemory, cuda_math, with_oom_backoff
+from inceptionnext_pl.bench.measure import PeakMemory, count, cuda_math, with_oom_backoff
 from inceptionnext_pl.bench.plot import PAPER_TOP1, figure1, top1
 from inceptionnext_pl.bench.spec import SpecError, split_spec
 from inceptionnext_pl.bench.suites import build_model, complexity, fixed_input_size
 from inceptionnext_pl.models import create_model
-from inceptionnext_pl.models.table import count
 from inceptionnext_pl.paper import PAPER
 
 REPO = Path(__file__).resolve().parents[1]
@@ -259,9 +258,8 @@ def test_top1_lookup_rules() -> None:
 
 def test_paper_figures_are_read_from_one_module(tmp_path: Path) -> None:
     """The params table, the plot and the zoo take the paper's figures from inceptionnext_pl.paper."""
-    from inceptionnext_pl.models.table import PAPER as TABLE
-    from inceptionnext_pl.zoo.errors import ZooError
-    from inceptionnext_pl.zoo.registry import load_registry
+    from inceptionnext_pl.bench.table import PAPER as TABLE
+    from inceptionnext_pl.registry import RegistryError, load_registry
 
     assert TABLE and all(
         TABLE[n] == (PAPER[n].params_m, PAPER[n].macs_g, PAPER[n].img_size) for n in TABLE
@@ -280,7 +278,7 @@ def test_paper_figures_are_read_from_one_module(tmp_path: Path) -> None:
     assert (b.top1, b.params_m, b.top1_ref) == (None, 26.0, "not in the paper")  # overrides
     entries["c"] = {**entry, "paper": "convnext_tinny"}
     reg.write_text(json.dumps({"version": 1, "entries": entries}))
-    with pytest.raises(ZooError, match="'convnext_tinny', which is not a row of"):
+    with pytest.raises(RegistryError, match="'convnext_tinny', which is not a row of"):
         load_registry(reg)
 
 

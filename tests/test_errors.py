@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from inceptionnext_pl.errors import DEBUG_ENV, ConfigError, run_command
+from inceptionnext_pl.commands import DEBUG_ENV, run_command
+from inceptionnext_pl.errors import ConfigError, InceptionNextError
 from inceptionnext_pl.models import UnknownModelError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +35,25 @@ def test_debug_flag_and_environment_show_the_traceback(monkeypatch):
     monkeypatch.setenv(DEBUG_ENV, "1")
     with pytest.raises(ConfigError):
         run_command("prog", _raises(ConfigError("bad")), [])
+
+
+def test_every_room_derives_its_errors_from_the_base():
+    from inceptionnext_pl.bench.spec import SpecError
+    from inceptionnext_pl.bench.suites import BenchError
+    from inceptionnext_pl.cam import CamError
+    from inceptionnext_pl.data import DataError
+    from inceptionnext_pl.zoo import ZooError
+
+    for cls in (
+        ConfigError,
+        UnknownModelError,
+        DataError,
+        ZooError,
+        CamError,
+        SpecError,
+        BenchError,
+    ):
+        assert issubclass(cls, InceptionNextError), cls
 
 
 def test_faults_are_not_swallowed():
@@ -72,7 +92,7 @@ def test_import_stays_light():
 
 
 def test_table_command_names_an_unknown_model(capsys):
-    from inceptionnext_pl.models.table import main
+    from inceptionnext_pl.bench.table import main
 
     assert main(["inceptionnext_tinny"]) == 1
     err = capsys.readouterr().err

@@ -9,8 +9,8 @@ from torch import nn
 
 import inceptionnext_pl
 from inceptionnext_pl import create_model, list_models
+from inceptionnext_pl.bench.table import PAPER, format_table, main, table
 from inceptionnext_pl.models import OUR_MODELS, InceptionDWConv2d, MixerCfg, UnknownModelError
-from inceptionnext_pl.models.table import PAPER, format_table, main, table
 
 
 @functools.cache
@@ -253,7 +253,7 @@ def test_metanext_attn_gradients_are_finite():
 
 
 def test_convnext_variant_facebook_round_trip():
-    from inceptionnext_pl.zoo.keymaps import checkpoint_filter_fn, to_facebook
+    from inceptionnext_pl.models.keymaps import checkpoint_filter_fn, to_facebook
 
     model = create_model("convnext_tiny_k3_par1_4", num_classes=10).eval()
     fb = to_facebook(model.state_dict(), partial=True)

@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+from inceptionnext_pl.bench.measure import count
+from inceptionnext_pl.bench.table import main, seg_table
 from inceptionnext_pl.cli import build_cli
 from inceptionnext_pl.errors import ConfigError
-from inceptionnext_pl.models.table import count, main, seg_table
 from inceptionnext_pl.paper import PAPER_SEG
 from inceptionnext_pl.seg.inference import slide_logits
 from inceptionnext_pl.seg.networks import (

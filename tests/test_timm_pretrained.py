@@ -1,8 +1,8 @@
 """``timm.create_model(name, pretrained=True)`` on our names, offline.
 
-The configs read their sources from the zoo registry; timm's own loading code then fetches them
-(hub copies, release URLs, or ``pretrained_cfg_overlay=dict(file=...)``) and our
-``pretrained_filter_fn`` reads the official, timm and facebook key layouts. The files are written
+The configs read their sources from the zoo registry; the weights layer fetches and reads them
+(release URLs, hub copies, or ``pretrained_cfg_overlay=dict(file=...)``) in the official, timm and
+facebook key layouts, and timm loads the result. The files are written
 by the tests into the caches timm reads, from shrunk models of each family.
 The facebook layout is also checked against an independent reference: timm's ConvNeXt with its
 own ``checkpoint_filter_fn``.
@@ -24,13 +24,13 @@ from torch import nn
 from inceptionnext_pl import create_model
 from inceptionnext_pl.models import OUR_MODELS
 from inceptionnext_pl.models.convnext_variants import TABLE1
-from inceptionnext_pl.zoo import convert_file, get_entry
-from inceptionnext_pl.zoo.keymaps import (
+from inceptionnext_pl.models.keymaps import (
     FACEBOOK_RULES,
     checkpoint_filter_fn,
     from_facebook,
     to_facebook,
 )
+from inceptionnext_pl.zoo import convert_file, get_entry
 
 SHRINK = dict(depths=(1, 1, 2, 1), dims=(24, 48, 96, 192))
 RELEASED = [n for n in OUR_MODELS if n.startswith(("inceptionnext_", "convnext_tiny_k"))]

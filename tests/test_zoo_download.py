@@ -14,6 +14,7 @@ import pytest
 from inceptionnext_pl.zoo import (
     ChecksumError,
     DownloadError,
+    ZooError,
     cache_dir,
     download_url,
     fetch,
@@ -329,3 +330,60 @@ def resolve_hub(source: str):
     from inceptionnext_pl.zoo import resolve
 
     return resolve(source, progress=False)
+
+
+def _official_atto() -> tuple[bytes, dict]:
+    import io
+
+    import torch
+
+    from inceptionnext_pl import create_model
+
+    torch.manual_seed(3)
+    sd = create_model("inceptionnext_atto").state_dict()
+    buf = io.BytesIO()
+    torch.save(sd, buf)  # the release's layout: a flat state dict with timm's keys
+    return buf.getvalue(), sd
+
+
+def test_timm_pretrained_takes_the_mirror_the_registry_variable_and_the_hash(
+    server, monkeypatch, tmp_path
+):
+    """``timm.create_model(..., pretrained=True)`` resolves as ``fetch`` and ``load_pretrained`` do."""
+    import timm
+    import torch
+    import yaml
+
+    from inceptionnext_pl.registry import registry_path
+
+    data, sd = _official_atto()
+    Handler.files[ATTO_FILE] = data
+    raw = yaml.safe_load(registry_path().read_text())
+    entry = raw["entries"]["inceptionnext_atto"]
+    entry["sources"] = entry["sources"][:1]  # the release URL only: the mirror must serve it
+    entry["sources"][0]["sha256"] = hashlib.sha256(data).hexdigest()
+    own = tmp_path / "registry.yaml"
+    own.write_text(yaml.safe_dump({"version": 1, "entries": {"inceptionnext_atto": entry}}))
+    monkeypatch.setenv("INCEPTIONNEXT_ZOO_REGISTRY", str(own))
+    monkeypatch.setenv("INCEPTIONNEXT_ZOO_MIRROR", f"{server}/ok")
+
+    model = timm.create_model("inceptionnext_atto", pretrained=True, num_classes=7)
+    assert Handler.log == [(f"/ok/{ATTO_FILE}", None)]
+    got = model.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in sd.items() if not k.startswith("head.fc2"))
+    assert got["head.fc2.weight"].shape[0] == 7  # timm's own rule: a new classifier
+    assert "state_dict" not in model.pretrained_cfg  # the tensors are not kept twice
+
+    # The registry's published hash is checked on this path too.
+    (cache_dir() / ATTO_FILE).unlink()
+    entry["sources"][0]["sha256"] = "0" * 64
+    own.write_text(yaml.safe_dump({"version": 1, "entries": {"inceptionnext_atto": entry}}))
+    with pytest.raises(ChecksumError, match="published"):
+        timm.create_model("inceptionnext_atto", pretrained=True)
+
+
+def test_timm_pretrained_without_released_weights_says_how_to_give_a_file():
+    import timm
+
+    with pytest.raises(ZooError, match=r"pretrained_cfg_overlay=dict\(file=PATH\)"):
+        timm.create_model("inceptionnext_small_iso", pretrained=True)

@@ -11,14 +11,17 @@ from torch.utils.data import DataLoader, TensorDataset
 from inceptionnext_pl.callbacks import EMA
 from inceptionnext_pl.tasks import ImageClassifier
 from inceptionnext_pl.zoo import (
+    LAYOUT_KEY,
     CheckpointFormatError,
     StateDictMismatchError,
     convert_file,
     export_checkpoint,
     load_pretrained,
+    model_from_checkpoint,
     read_checkpoint,
 )
 from inceptionnext_pl.zoo.cli import main
+from inceptionnext_pl.zoo.runs import RunDirError
 from test_zoo_transfer import fast_model, fill_, small_convnext_variant
 
 CLASSES = 10
@@ -198,3 +201,60 @@ def test_image_classifier_starts_from_the_file_backbone(
     )
     assert state_dicts_equal(module.model.state_dict(), src, skip="head.fc2.")
     assert module.model.get_classifier().out_features == 5
+
+
+def test_the_task_declares_its_layout_in_the_checkpoint(run):
+    path, raw, _ = run
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    assert saved[LAYOUT_KEY] == {
+        "task": "classification",
+        "network": "model.",
+        "ema_callback": "EMA",
+        "arch": {"model_name": "inceptionnext_atto", "num_classes": CLASSES, "model_kwargs": {}},
+    }
+    assert read_checkpoint(path).arch["model_name"] == "inceptionnext_atto"
+
+
+def test_the_weights_layer_reads_the_declared_layout_not_its_own(run, tmp_path, state_dicts_equal):
+    """A checkpoint that keeps its network and EMA elsewhere is read where it says."""
+    path, raw, ema = run
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved["state_dict"] = {
+        "net." + k.removeprefix("model."): v for k, v in saved["state_dict"].items()
+    }
+    saved["callbacks"] = {"Average": saved["callbacks"]["EMA"]}
+    saved[LAYOUT_KEY] |= {"network": "net.", "ema_callback": "Average"}
+    moved = tmp_path / "moved.ckpt"
+    torch.save(saved, moved)
+    state_dicts_equal(read_checkpoint(moved).state_dict, raw)
+    state_dicts_equal(read_checkpoint(moved, ema=True).state_dict, ema)
+
+
+def test_a_run_rebuilds_from_its_directory_raw_or_ema(run, tmp_path, state_dicts_equal):
+    path, raw, ema = run
+    run_dir = tmp_path / "runs" / "demo" / "lightning_logs" / "version_0" / "checkpoints"
+    run_dir.mkdir(parents=True)
+    (run_dir / "last.ckpt").write_bytes(path.read_bytes())
+    model, ckpt, report = model_from_checkpoint(tmp_path / "runs" / "demo")
+    assert not model.training and ckpt.path == run_dir / "last.ckpt"
+    state_dicts_equal(model.state_dict(), raw)
+    assert report.classifier_loaded and "Lightning checkpoint" in str(report)
+    model, _, _ = model_from_checkpoint(run_dir / "last.ckpt", ema=True)
+    state_dicts_equal(model.state_dict(), ema)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunDirError, match="directory without weights"):
+        model_from_checkpoint(tmp_path / "empty")
+
+
+def test_a_segmentation_run_is_not_taken_for_a_classifier(tmp_path):
+    from inceptionnext_pl.tasks.segmentation import SemanticSegmenter
+
+    module = SemanticSegmenter(backbone="resnet18", decoder="fpn", num_classes=3)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(module)
+    path = tmp_path / "seg.ckpt"
+    trainer.save_checkpoint(path)
+    ckpt = read_checkpoint(path)
+    assert ckpt.lightning.task == "segmentation" and ckpt.arch["backbone"] == "resnet18"
+    with pytest.raises(CheckpointFormatError, match="segmentation module, not of ImageClassifier"):
+        model_from_checkpoint(path)

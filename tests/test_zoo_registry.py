@@ -9,9 +9,9 @@ import timm
 from timm.models import get_pretrained_cfg
 
 from inceptionnext_pl.models import OUR_MODELS, check_model_name
-from inceptionnext_pl.zoo import UnknownEntryError, ZooError, get_entry, list_entries
+from inceptionnext_pl.registry import load_registry
+from inceptionnext_pl.zoo import RegistryError, UnknownEntryError, get_entry, list_entries
 from inceptionnext_pl.zoo.cli import main
-from inceptionnext_pl.zoo.registry import load_registry
 
 SIZES = ("atto", "tiny", "small", "base", "base_384")
 TABLE1 = ("k5", "k3", "k3_par1_2", "k3_par3_8", "k3_par1_4", "k3_par1_8", "k3_par1_16")
@@ -88,7 +88,7 @@ def test_malformed_registry_is_refused(tmp_path, monkeypatch, bad, message):
         f"      - {bad}\n"
     )
     monkeypatch.setenv("INCEPTIONNEXT_ZOO_REGISTRY", str(path))
-    with pytest.raises(ZooError, match=message):
+    with pytest.raises(RegistryError, match=message):
         load_registry()
 
 

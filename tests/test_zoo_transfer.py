@@ -8,6 +8,7 @@ from safetensors.torch import save_file
 
 from inceptionnext_pl import create_model
 from inceptionnext_pl.models import MetaNeXt, MixerCfg
+from inceptionnext_pl.models.keymaps import to_facebook
 from inceptionnext_pl.zoo import (
     StateDictMismatchError,
     UnknownEntryError,
@@ -17,7 +18,6 @@ from inceptionnext_pl.zoo import (
     read_checkpoint,
     split_parameters,
 )
-from inceptionnext_pl.zoo.keymaps import to_facebook
 
 
 def fast_model(name: str, seed: int = 0, **kwargs) -> torch.nn.Module:

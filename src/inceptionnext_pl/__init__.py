@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 from .models import create_model, list_models
+from .models._builder import set_weights_reader
 
 __version__ = "0.1.0"
 
@@ -23,6 +24,16 @@ _LAZY = {
 }
 
 __all__ = ["create_model", "list_models", "__version__", *_LAZY]
+
+
+def _read_weights(cfg: dict[str, Any], overlay: Any) -> dict[str, Any]:
+    # The weights layer sits above the models; they reach it only through this installed reader.
+    from .zoo.transfer import pretrained_state_dict
+
+    return pretrained_state_dict(cfg, overlay)
+
+
+set_weights_reader(_read_weights)
 
 
 def __getattr__(name: str) -> Any:

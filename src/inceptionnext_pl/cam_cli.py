@@ -27,7 +27,7 @@ from torch import nn
 
 from .cam import METHODS, CamError, compute_cam, degenerate_message, resolve_method
 from .cam.figures import comparison_figure, save_figure, save_image
-from .errors import run_command
+from .commands import run_command
 from .files import atomic_write_bytes
 
 EXAMPLES = """examples:
@@ -50,16 +50,14 @@ class LoadedModel:
     data: dict[str, Any] = field(default_factory=dict)  # datamodule hparams of a Lightning run
 
 
-def _torch_load(path: Path) -> Any:
-    from .zoo.convert import load_file
+def _read(path: Path) -> Any:
+    from .zoo import read_checkpoint
 
     if not path.is_file():
         raise CamError(f"checkpoint {path} does not exist")
-    return load_file(path)  # weights_only, with the numpy RNG states training checkpoints hold
-
-
-def _is_lightning(obj: Any) -> bool:
-    return isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj
+    return read_checkpoint(
+        path
+    )  # weights_only, with the numpy RNG states training checkpoints hold
 
 
 def _load_weights(model: nn.Module, source: str) -> None:
@@ -68,44 +66,11 @@ def _load_weights(model: nn.Module, source: str) -> None:
     print(f"{source}: {load_pretrained(model, source)}", file=sys.stderr)
 
 
-def _classes_in(path: Path, name: str) -> int | None:
-    """The classifier width stored in a plain state dict for model ``name``, if it has one."""
-    from .models import create_model
-    from .zoo.convert import canonical, read_checkpoint
+def _classes_in(path: Path, name: str) -> int:
+    """The classifier width stored in a state dict for model ``name`` (0: it has none)."""
+    from .zoo import canonical, check_fits
 
-    sd = canonical(read_checkpoint(path))
-    clf = create_model(name, num_classes=1).pretrained_cfg.get("classifier", "")
-    w = sd.get(f"{clf}.weight")
-    return int(w.shape[0]) if w is not None else None
-
-
-def load_lightning(path: Path, ckpt: dict[str, Any]) -> LoadedModel:
-    """The network of an ImageClassifier checkpoint, and the data settings it was trained with."""
-    from .tasks import ImageClassifier
-
-    hp = ckpt["hyper_parameters"]
-    if "model_name" not in hp:
-        raise CamError(
-            f"{path} is a Lightning checkpoint but not of ImageClassifier (no model_name)"
-        )
-    from .zoo.convert import _safe_globals
-
-    with torch.serialization.safe_globals(_safe_globals()):
-        module = ImageClassifier.load_from_checkpoint(path, map_location="cpu")
-    return LoadedModel(
-        hp["model_name"], module.model, dict(ckpt.get("datamodule_hyper_parameters") or {})
-    )
-
-
-def load_run(path: str | Path) -> LoadedModel:
-    """The network of an ImageClassifier checkpoint (``last.ckpt`` of a run), in eval mode."""
-    path = Path(path)
-    obj = _torch_load(path)
-    if not _is_lightning(obj):
-        raise CamError(f"{path} is not a Lightning checkpoint (no hyper_parameters / state_dict)")
-    run = load_lightning(path, obj)
-    run.model.eval()
-    return run
+    return check_fits(canonical(_read(path)), name, what=str(path))
 
 
 def load_models(args: argparse.Namespace) -> list[LoadedModel]:
@@ -123,9 +88,13 @@ def load_models(args: argparse.Namespace) -> list[LoadedModel]:
     out: list[LoadedModel] = []
     plain: list[Path] = []
     for c in map(Path, ckpts):
-        obj = _torch_load(c)
-        if _is_lightning(obj):
-            out.append(load_lightning(c, obj))
+        ckpt = _read(c)
+        if ckpt.lightning is not None:  # a run declares its network
+            from .zoo import model_from
+
+            model, report = model_from(ckpt)
+            print(f"{c}: {report}", file=sys.stderr)
+            out.append(LoadedModel(ckpt.arch["model_name"], model, ckpt.data_hparams))
         else:
             plain.append(c)
     if plain:
@@ -376,7 +345,7 @@ def _run(argv: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; ``--debug`` shows the traceback of a known error."""
-    return run_command("inceptionnext-cam", _run, argv, extra=(CamError, FileNotFoundError))
+    return run_command("inceptionnext-cam", _run, argv, extra=(FileNotFoundError,))
 
 
 if __name__ == "__main__":

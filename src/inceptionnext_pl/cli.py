@@ -18,10 +18,10 @@ import yaml
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
+from .commands import run_command
 from .data import ImageDataModule, check_moved_keys
-from .errors import run_command
-from .runs import find_last_checkpoint
 from .tasks import ImageClassifier
+from .zoo.runs import find_last_checkpoint
 
 BASE_KEY = "__base__"
 TASK_KEY = "task"  # top-level, read here: `task: segmentation` picks the segmentation classes

@@ -1,4 +1,5 @@
-"""Timing primitives: precision settings, synchronised median timings, peak memory, OOM back-off."""
+"""Measuring primitives: precision settings, synchronised median timings, peak memory, OOM back-off,
+params and MACs."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 T = TypeVar("T")
 
@@ -194,3 +196,30 @@ def with_oom_backoff(
             free_memory(device)
             log(f"out of memory at batch {batch}; retrying with {batch // 2}")
             batch //= 2
+
+
+def _sdpa_cpu_flops(q, k, v, *args, out_shape=None, **kwargs) -> int:
+    # torch's counter knows the CUDA attention kernels but not the CPU one.
+    return sdpa_flop_count(q, k, v)
+
+
+def count(
+    model: torch.nn.Module, img_size: int | tuple[int, int], in_chans: int = 3
+) -> tuple[float, float]:
+    """(params in M, MACs in G) for one image of ``img_size`` (square, or (H, W)), counting
+    convs, matmuls and attention like fvcore."""
+    h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    custom = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with FlopCounterMode(display=False, custom_mapping=custom) as counter, torch.no_grad():
+        model(torch.zeros(1, in_chans, h, w, device=device))
+    model.train(was_training)
+    return params, counter.get_total_flops() / 2e9
+
+
+def takes_img_size(name: str) -> bool:
+    # Swin's window grid is fixed at build time, so it must be told the resolution.
+    return name.startswith("swin")

@@ -10,9 +10,8 @@ from typing import Any
 
 import torch
 
-from ..models.table import _takes_img_size, count
 from ..paper import PAPER_SEG
-from .measure import MEMORY_FORMATS, autocast, median_step_time, synchronize
+from .measure import MEMORY_FORMATS, autocast, count, median_step_time, synchronize, takes_img_size
 from .suites import BenchError, Log, Settings
 
 ADE_CLASSES = 150
@@ -41,7 +40,7 @@ def bench_segmentation(
     from ..seg.networks import build_segmentation_net  # smp: imported only for --mode seg
 
     h, w = input_size(decoder, short_side)
-    kwargs = {"img_size": (h, w)} if _takes_img_size(backbone) else {}
+    kwargs = {"img_size": (h, w)} if takes_img_size(backbone) else {}
     with torch.device("meta"):
         params, macs = count(
             build_segmentation_net(backbone, decoder, ADE_CLASSES, **kwargs), (h, w)

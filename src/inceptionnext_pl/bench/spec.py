@@ -10,8 +10,10 @@ from __future__ import annotations
 import ast
 from typing import Any
 
+from ..errors import InceptionNextError
 
-class SpecError(ValueError):
+
+class SpecError(InceptionNextError, ValueError):
     """A model spec that does not parse; the message shows the expected form."""
 
 

@@ -10,15 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InceptionNextError
 from ..models import InceptionDWConv2d, MixerCfg, create_model
 from ..models.kernels.bench import stage_shapes
-from ..models.table import count
 from ..models.token_mixers import PartialDWConv2d
 from .measure import (
     CLOCKS,
     MEMORY_FORMATS,
     PeakMemory,
     autocast,
+    count,
     cuda_math,
     free_memory,
     median_step_time,
@@ -29,7 +30,7 @@ from .spec import split_spec
 Log = Callable[[str], None]
 
 
-class BenchError(RuntimeError):
+class BenchError(InceptionNextError, RuntimeError):
     """A model or setting that cannot be benchmarked; the message says which and why."""
 
 

@@ -35,9 +35,7 @@ class EMA(L.Callback):
         self.ema: ModelEmaV3 | None = None
         self._pending: dict[str, torch.Tensor] | None = None
 
-    @property
-    def state_key(self) -> str:
-        return "EMA"
+    state_key = "EMA"  # the average is saved under callbacks[state_key]; one instance per run
 
     @property
     def module(self) -> nn.Module | None:

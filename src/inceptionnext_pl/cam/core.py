@@ -29,6 +29,8 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
+from ..errors import InceptionNextError
+
 METHODS: dict[str, type[BaseCAM]] = {
     "gradcam": GradCAM,
     "gradcam++": GradCAMPlusPlus,
@@ -41,7 +43,7 @@ METHODS: dict[str, type[BaseCAM]] = {
 _ALIASES = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++"}
 
 
-class CamError(ValueError):
+class CamError(InceptionNextError, ValueError):
     """Bad input to the Grad-CAM API; the message says what was wrong and how to fix it."""
 
 

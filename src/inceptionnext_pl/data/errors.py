@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from ..errors import InceptionNextError
+
 __all__ = ["DataError", "hub_error"]
 
 TOKEN_HINT = (
@@ -18,7 +20,7 @@ TOKEN_HINT = (
 )
 
 
-class DataError(ValueError):
+class DataError(InceptionNextError, ValueError):
     """Bad data input: a missing dataset, an unknown split or column, a corrupt image, ..."""
 
 

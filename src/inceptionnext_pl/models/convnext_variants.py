@@ -1,7 +1,7 @@
 """ConvNeXt-T with smaller and partial depthwise kernels (Table 1), built from MetaNeXt blocks.
 
 The released checkpoints are in facebook's ConvNeXt format; timm's ``pretrained=True`` reads
-them through ``zoo.keymaps``, where that format's key table lives.
+them through ``models.keymaps``, where that format's key table lives.
 """
 
 from __future__ import annotations

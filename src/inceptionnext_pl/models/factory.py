@@ -10,6 +10,7 @@ import timm
 from timm.models import model_entrypoint, split_model_name_tag
 from torch import nn
 
+from ..errors import InceptionNextError
 from ._builder import OUR_MODELS
 
 # timm families the paper compares against (Tables 1, 4, 5 and Figure 4).
@@ -27,8 +28,8 @@ def list_models(pattern: str = "*", baselines: bool = True) -> list[str]:
     return names
 
 
-class UnknownModelError(ValueError):
-    pass
+class UnknownModelError(InceptionNextError, ValueError):
+    """A model name that neither this package nor timm registers."""
 
 
 def check_model_name(name: str) -> None:

@@ -14,7 +14,7 @@ from torchmetrics import MetricCollection
 from .. import optim
 from ..callbacks import EMA, FreezeBackbone, RankSeeds, ReduceBatchNorm
 from ..errors import ConfigError
-from ..runs import resolve_run_dir
+from ..zoo.convert import LAYOUT_KEY, LightningLayout
 
 DistBN = Literal["reduce", "none"]
 
@@ -68,6 +68,7 @@ class TaskModule(L.LightningModule):
     """
 
     model: nn.Module | None
+    task: str = ""  # the name this task declares in its checkpoints' LightningLayout
 
     def __init__(self) -> None:
         super().__init__()
@@ -94,6 +95,10 @@ class TaskModule(L.LightningModule):
         """Load ``source`` (zoo name or file) into ``self.model``; returns a printable report."""
         raise NotImplementedError
 
+    def network_arch(self) -> dict[str, Any]:
+        """The arguments that rebuild ``self.model`` outside Lightning, declared in checkpoints."""
+        raise NotImplementedError
+
     def layer_ids(self) -> dict[str, int] | None:
         """Each parameter's layer for ``layer_decay``; None: timm's ``group_matcher``."""
         return None
@@ -110,9 +115,8 @@ class TaskModule(L.LightningModule):
         if self.hparams.channels_last:
             self.model.to(memory_format=torch.channels_last)
         if self.hparams.pretrained:
-            source = resolve_run_dir(self.hparams.pretrained)
-            report = self.load_pretrained_weights(source)
-            rank_zero_info(f"Loaded pretrained weights from {source}: {report}")
+            report = self.load_pretrained_weights(self.hparams.pretrained)
+            rank_zero_info(f"Loaded pretrained weights {self.hparams.pretrained}: {report}")
 
     def add_eval_prefix(self, prefix: str) -> None:
         """Evaluate under another metric prefix too (the EMA callback's ``val_ema``)."""
@@ -153,6 +157,14 @@ class TaskModule(L.LightningModule):
                 "Fix: leave model.num_classes unset to take it from the data."
             )
         return hp.num_classes
+
+    def weights_layout(self) -> LightningLayout:
+        """Where this module's checkpoints keep the network and its EMA, and how to rebuild it."""
+        return LightningLayout(self.task, "model.", EMA.state_key, self.network_arch())
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The weights layer reads the file's layout from here, never from this class.
+        checkpoint[LAYOUT_KEY] = self.weights_layout().to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.model is None:  # Module.load_from_checkpoint with num_classes from the data

@@ -91,6 +91,16 @@ class ImageClassifier(TaskModule):
             kwargs["drop_rate"] = hp.drop_rate
         return create_model(hp.model_name, **kwargs)
 
+    task = "classification"
+
+    def network_arch(self) -> dict[str, Any]:
+        hp = self.hparams
+        return dict(
+            model_name=hp.model_name,
+            num_classes=hp.num_classes,
+            model_kwargs=dict(hp.model_kwargs or {}),
+        )
+
     def load_pretrained_weights(self, source: str) -> Any:
         from ..zoo import load_pretrained
 

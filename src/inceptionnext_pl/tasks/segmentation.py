@@ -152,6 +152,21 @@ class SemanticSegmenter(TaskModule):
             **self._backbone_kwargs(),
         )
 
+    task = "segmentation"
+
+    def network_arch(self) -> dict[str, Any]:
+        hp = self.hparams
+        return dict(
+            backbone=hp.backbone,
+            backbone_kwargs=dict(hp.backbone_kwargs or {}),
+            decoder=hp.decoder,
+            num_classes=hp.num_classes,
+            decoder_channels=hp.decoder_channels,
+            output_stride=hp.output_stride,
+            decoder_kwargs=dict(hp.decoder_kwargs or {}),
+            stage_norm=hp.stage_norm,
+        )
+
     def load_pretrained_weights(self, source: str) -> Any:
         from ..seg.weights import load_backbone
 

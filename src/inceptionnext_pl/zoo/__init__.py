@@ -1,4 +1,10 @@
-"""Model zoo: registry of checkpoints, verified downloads, format conversion, transfer learning.
+"""The weights layer: every loader finds, reads and loads weights here.
+
+``resolve(source)`` gives a local file for a zoo name, a file, a run or hub-format directory, a URL
+or ``hf-hub:ID``; ``read_checkpoint(file)`` a state dict from any format we accept;
+``load_pretrained(model, source)`` loads it with a report. timm's ``pretrained=True`` for our
+models, the tasks' ``pretrained``, the segmentation encoder, ``inceptionnext-cam``, the notebook and
+``inceptionnext-zoo`` all go through them.
 
 from inceptionnext_pl import create_model
 from inceptionnext_pl.zoo import load_pretrained
@@ -8,9 +14,21 @@ report = load_pretrained(model, "inceptionnext_tiny")  # or a file path, any for
 print(report)  # backbone loaded, head.fc2 kept as initialised (1000 vs 10 classes)
 """
 
+from ..registry import (
+    RegistryError,
+    Source,
+    UnknownEntryError,
+    ZooEntry,
+    find_entry,
+    get_entry,
+    list_entries,
+    registry_path,
+)
 from .convert import (
+    LAYOUT_KEY,
     Checkpoint,
     ConvertResult,
+    LightningLayout,
     canonical,
     check_fits,
     convert_file,
@@ -33,21 +51,29 @@ from .errors import (
     ChecksumError,
     DownloadError,
     StateDictMismatchError,
-    UnknownEntryError,
     ZooError,
 )
 from .matching import classifier_names, freeze_backbone, split_parameters
-from .registry import Source, ZooEntry, find_entry, get_entry, list_entries, registry_path
-from .transfer import LoadReport, load_pretrained, resolve
+from .transfer import (
+    LoadReport,
+    load_checkpoint,
+    load_pretrained,
+    model_from,
+    model_from_checkpoint,
+    resolve,
+)
 
 __all__ = [
+    "LAYOUT_KEY",
     "Checkpoint",
     "CheckpointFormatError",
     "ChecksumError",
     "ConvertResult",
     "DownloadError",
     "HashStore",
+    "LightningLayout",
     "LoadReport",
+    "RegistryError",
     "Source",
     "StateDictMismatchError",
     "UnknownEntryError",
@@ -68,7 +94,10 @@ __all__ = [
     "freeze_backbone",
     "get_entry",
     "list_entries",
+    "load_checkpoint",
     "load_pretrained",
+    "model_from",
+    "model_from_checkpoint",
     "read_checkpoint",
     "registry_path",
     "resolve",

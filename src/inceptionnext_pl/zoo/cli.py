@@ -8,10 +8,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import run_command
-from .convert import LIGHTNING_PREFIX, TARGETS, convert_file, export_checkpoint
+from ..commands import run_command
+from ..registry import Source, ZooEntry, get_entry, list_entries, registry_path
+from .convert import TARGETS, convert_file, export_checkpoint
 from .download import HASH_STORE_NAME, HashStore, cache_dir, cached_file, fetch, forget_hashes
-from .registry import Source, ZooEntry, get_entry, list_entries, registry_path
 
 COLUMNS = (
     "Name",
@@ -149,8 +149,8 @@ def _ckpt_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="architecture to check against (default: the checkpoint's)")
     p.add_argument(
         "--prefix",
-        default=LIGHTNING_PREFIX,
-        help=f"where a Lightning checkpoint keeps the network (default {LIGHTNING_PREFIX!r})",
+        help="where a Lightning checkpoint keeps the network, for modules of other projects "
+        "(ours declare it in the file)",
     )
     p.add_argument(
         "--trust-pickle",

@@ -8,7 +8,8 @@ Recognised on reading (``read_checkpoint``), whatever the file extension:
   paper's Table 1 variants are released;
 * training checkpoints that wrap a state dict: timm's ``train.py`` (``state_dict`` /
   ``state_dict_ema``) and facebook / DeiT style (``model`` / ``model_ema``);
-* our Lightning checkpoints (``.ckpt``): ``state_dict`` with the network under ``model.``.
+* Lightning checkpoints (``.ckpt``) of either task: where the network and its EMA live and how to
+  rebuild it is declared in the file by the task that wrote it (``LightningLayout``).
 
 EMA weights are taken only when asked for (``ema=True``): our ``EMA`` callback's average
 (``callbacks["EMA"]["state_dict"]``), a timm EMA kept by the LightningModule
@@ -25,7 +26,7 @@ import io
 import os
 import pickle
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,15 +34,41 @@ import torch
 from timm.models import clean_state_dict
 
 from ..files import atomic_write_bytes
+from ..models.keymaps import from_facebook, is_facebook_format, to_facebook
 from .errors import CheckpointFormatError
-from .keymaps import from_facebook, is_facebook_format, to_facebook
 
 StateDict = dict[str, torch.Tensor]
 Target = Literal["timm", "official", "facebook", "lightning"]
 TARGETS: tuple[str, ...] = ("timm", "official", "facebook", "lightning")
-LIGHTNING_PREFIX = "model."
-LIGHTNING_EMA_PREFIX = "model_ema.module."
-EMA_CALLBACK_KEY = "EMA"  # inceptionnext_pl.callbacks.EMA.state_key
+LAYOUT_KEY = "inceptionnext_pl"  # the checkpoint entry where a task declares its LightningLayout
+LIGHTNING_EMA_PREFIX = "model_ema.module."  # runs of 0.1 kept a timm EMA inside the module
+
+
+@dataclass(frozen=True)
+class LightningLayout:
+    """How a task lays out its Lightning checkpoints. Each task declares its own in every file it
+    saves (``checkpoint[LAYOUT_KEY]``); this layer reads it from there and knows no task."""
+
+    task: str  # classification | segmentation
+    network: str  # state_dict prefix of the network (the module's ``self.model``)
+    ema_callback: str | None  # callbacks[ema_callback]["state_dict"] holds the EMA average
+    arch: dict[
+        str, Any
+    ]  # how to rebuild the network (classification: model_name, num_classes, ...)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def of(cls, ckpt: dict[str, Any]) -> LightningLayout:
+        declared = ckpt.get(LAYOUT_KEY)
+        if isinstance(declared, dict):
+            return cls(**declared)
+        # Saved before the tasks declared their layout: ImageClassifier's of release 0.1.
+        hp = ckpt.get("hyper_parameters") or {}
+        arch = {k: hp[k] for k in ("model_name", "num_classes", "model_kwargs") if k in hp}
+        task = "classification" if "model_name" in hp else "unknown"
+        return cls(task=task, network="model.", ema_callback="EMA", arch=arch)
 
 
 @dataclass
@@ -55,6 +82,13 @@ class Checkpoint:
     has_ema: bool = False
     hparams: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    lightning: LightningLayout | None = None  # declared by the task, for Lightning checkpoints
+    data_hparams: dict[str, Any] = field(default_factory=dict)  # a Lightning run's datamodule's
+
+    @property
+    def arch(self) -> dict[str, Any]:
+        """How to rebuild the network, where the file says (``model_name``, ``num_classes``, ...)."""
+        return dict(self.lightning.arch) if self.lightning else {}
 
     @property
     def description(self) -> str:
@@ -145,12 +179,15 @@ def _no_ema(path: Path) -> CheckpointFormatError:
     return CheckpointFormatError(f"{path} has no EMA weights: leave out ema=True / --ema")
 
 
-def _from_lightning(ckpt: dict[str, Any], path: Path, ema: bool, prefix: str) -> tuple[Any, bool]:
+def _from_lightning(
+    ckpt: dict[str, Any], path: Path, ema: bool, layout: LightningLayout, prefix: str
+) -> tuple[Any, bool]:
     sd = ckpt["state_dict"]
     # Lightning's WeightAveraging callbacks swap the average into `state_dict` on save.
     averaged = "current_model_state" in ckpt
     # Our EMA callback keeps the average in its own state; older runs kept it in the module.
-    callback_ema = ((ckpt.get("callbacks") or {}).get(EMA_CALLBACK_KEY) or {}).get("state_dict")
+    callbacks = ckpt.get("callbacks") or {}
+    callback_ema = (callbacks.get(layout.ema_callback) or {}).get("state_dict")
     timm_ema = callback_ema is not None or any(k.startswith(LIGHTNING_EMA_PREFIX) for k in sd)
     if ema:
         if callback_ema is not None:
@@ -175,13 +212,19 @@ def read_checkpoint(
     path: str | os.PathLike,
     *,
     ema: bool = False,
-    prefix: str = LIGHTNING_PREFIX,
+    prefix: str | None = None,
     trust: bool = False,
 ) -> Checkpoint:
-    """Read any supported checkpoint into a state dict (keys as stored, wrappers removed)."""
+    """Read any supported checkpoint into a state dict (keys as stored, wrappers removed).
+
+    ``prefix`` overrides where a Lightning checkpoint keeps the network (for modules of other
+    projects); ours declare it in the file.
+    """
     path = Path(path)
     obj, is_safetensors = _load(path, trust)
     hparams: dict[str, Any] = {}
+    data_hparams: dict[str, Any] = {}
+    lightning: LightningLayout | None = None
     has_ema = False
     if not isinstance(obj, dict):
         raise CheckpointFormatError(
@@ -194,8 +237,10 @@ def read_checkpoint(
         container, sd = "safetensors", obj
     elif "state_dict" in obj and ("pytorch-lightning_version" in obj or "hyper_parameters" in obj):
         container = "lightning"
-        sd, has_ema = _from_lightning(obj, path, ema, prefix)
+        lightning = LightningLayout.of(obj)
+        sd, has_ema = _from_lightning(obj, path, ema, lightning, prefix or lightning.network)
         hparams = dict(obj.get("hyper_parameters") or {})
+        data_hparams = dict(obj.get("datamodule_hyper_parameters") or {})
     elif isinstance(obj.get("state_dict"), dict):
         container = "timm-train"
         has_ema = isinstance(obj.get("state_dict_ema"), dict)
@@ -224,7 +269,17 @@ def read_checkpoint(
             f"{path}: the state dict is empty or has non-tensor entries ({bad[:5]})."
         )
     layout = "facebook" if is_facebook_format(sd) else "timm"
-    return Checkpoint(sd, container, layout, ema=ema, has_ema=has_ema, hparams=hparams, path=path)
+    return Checkpoint(
+        sd,
+        container,
+        layout,
+        ema=ema,
+        has_ema=has_ema,
+        hparams=hparams,
+        path=path,
+        lightning=lightning,
+        data_hparams=data_hparams,
+    )
 
 
 def canonical(ckpt: Checkpoint) -> StateDict:
@@ -289,9 +344,11 @@ def lightning_ckpt(
     hparams: dict[str, Any] = {"model_name": model_name, "num_classes": num_classes}
     if model_kwargs:
         hparams["model_kwargs"] = dict(model_kwargs)
+    layout = LightningLayout("classification", "model.", None, dict(hparams))  # ImageClassifier's
     return {
-        "state_dict": {LIGHTNING_PREFIX + k: v for k, v in sd.items()},
+        "state_dict": {layout.network + k: v for k, v in sd.items()},
         "hyper_parameters": hparams,
+        LAYOUT_KEY: layout.to_dict(),
         "pytorch-lightning_version": lightning.__version__,
         "epoch": 0,
         "global_step": 0,
@@ -357,7 +414,7 @@ def convert_file(
     model_name: str | None = None,
     model_kwargs: dict[str, Any] | None = None,
     ema: bool = False,
-    prefix: str = LIGHTNING_PREFIX,
+    prefix: str | None = None,
     trust: bool = False,
 ) -> ConvertResult:
     """Convert a checkpoint between the official, timm, facebook and Lightning formats.
@@ -372,10 +429,8 @@ def convert_file(
         raise CheckpointFormatError(f"Unknown target format {target!r}; use one of {TARGETS}")
     ckpt = read_checkpoint(src, ema=ema, prefix=prefix, trust=trust)
     sd = canonical(ckpt)
-    name = model_name or ckpt.hparams.get("model_name")
-    kwargs = (
-        model_kwargs if model_kwargs is not None else dict(ckpt.hparams.get("model_kwargs") or {})
-    )
+    name = model_name or ckpt.arch.get("model_name")
+    kwargs = model_kwargs if model_kwargs is not None else dict(ckpt.arch.get("model_kwargs") or {})
     num_classes = check_fits(sd, name, kwargs, f"{src} [{ckpt.description}]") if name else None
     if target == "lightning":
         if not name:
@@ -399,7 +454,7 @@ def export_checkpoint(
     *,
     ema: bool = False,
     model_name: str | None = None,
-    prefix: str = LIGHTNING_PREFIX,
+    prefix: str | None = None,
     trust: bool = False,
 ) -> ConvertResult:
     """Lightning checkpoint -> plain state dict (``.safetensors`` or ``.pth``) for timm.
@@ -414,12 +469,12 @@ def export_checkpoint(
             f"{ckpt_path} is a {ckpt.description}, not a Lightning checkpoint: use "
             "`inceptionnext-zoo convert` for it."
         )
-    name = model_name or ckpt.hparams.get("model_name")
+    name = model_name or ckpt.arch.get("model_name")
     if not name:
         raise CheckpointFormatError(
             f"{ckpt_path} does not record its model_name: pass model_name= / --model NAME."
         )
-    kwargs = dict(ckpt.hparams.get("model_kwargs") or {})
+    kwargs = dict(ckpt.arch.get("model_kwargs") or {})
     sd = canonical(ckpt)
     num_classes = check_fits(sd, name, kwargs, f"{ckpt_path} [{ckpt.description}]")
     save_state_dict(sd, dst)

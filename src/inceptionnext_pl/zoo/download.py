@@ -26,8 +26,8 @@ from pathlib import Path
 from filelock import FileLock
 
 from ..files import atomic_write_bytes
+from ..registry import Source, ZooEntry, get_entry
 from .errors import ChecksumError, DownloadError, ZooError
-from .registry import Source, ZooEntry, get_entry
 
 ProgressHook = Callable[[int, "int | None"], None]
 """Called as ``hook(bytes_so_far, total_bytes_or_None)`` while a file downloads."""

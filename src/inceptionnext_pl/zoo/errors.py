@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
+from ..errors import InceptionNextError
 
-class ZooError(RuntimeError):
+
+class ZooError(InceptionNextError, RuntimeError):
     """Base class: anything the zoo refuses to do."""
-
-
-class UnknownEntryError(ZooError, KeyError):
-    """A name that is neither a zoo entry nor an existing file."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
 
 
 class DownloadError(ZooError):

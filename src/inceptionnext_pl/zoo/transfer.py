@@ -4,20 +4,30 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from .convert import Checkpoint, StateDict, read_checkpoint
+from ..models import create_model
+from ..models.keymaps import from_facebook
+from ..registry import (
+    Source,
+    UnknownEntryError,
+    ZooEntry,
+    find_entry,
+    get_entry,
+    registry_path,
+)
+from .convert import Checkpoint, StateDict, canonical, check_fits, read_checkpoint
 from .download import ProgressHook, fetch, fetch_source
-from .errors import UnknownEntryError
-from .keymaps import from_facebook
+from .errors import CheckpointFormatError, ZooError
 from .matching import classifier_names, diff_state_dicts, is_classifier_key, mismatch_error
 from .matching import model_name as _model_name
-from .registry import Source, ZooEntry, find_entry, get_entry
+from .runs import weights_in
 
 _CKPT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".tar")
 
@@ -59,10 +69,13 @@ class LoadReport:
 def resolve(
     source: str | os.PathLike, *, progress: bool | ProgressHook = True
 ) -> tuple[Path, ZooEntry | None]:
-    """A local file for ``source``: an existing path, a zoo name, an https URL or ``hf-hub:ID``."""
+    """A local file for ``source``: an existing file, a directory (a run's newest ``last.ckpt``, or
+    a hub-format folder's weights), a zoo name, an https URL or ``hf-hub:ID[:FILE]``."""
     path = Path(source)
     if path.is_file():
         return path, None
+    if path.is_dir():
+        return weights_in(path), None
     text = str(source)
     if text.startswith("hf-hub:"):
         repo, _, file = text[len("hf-hub:") :].partition(":")
@@ -83,9 +96,34 @@ def resolve(
         get_entry(text)
     except UnknownEntryError as e:
         raise UnknownEntryError(
-            f"pretrained={text!r} is neither an existing file nor a zoo entry. {e}"
+            f"pretrained={text!r} is neither an existing file or directory nor a zoo entry. {e}"
         ) from None
     raise AssertionError("unreachable")
+
+
+def pretrained_state_dict(cfg: Mapping[str, Any], overlay: Mapping[str, Any]) -> StateDict:
+    """The weights of timm's ``pretrained=True`` for our models, found and read as every loader's.
+
+    A ``file``, ``hf_hub_id`` or ``url`` given in ``pretrained_cfg_overlay`` (or a ``local-dir:``
+    folder) is that source; otherwise the zoo entry named ``<architecture>.<tag>``, so the mirror,
+    the registry variable and the sha256 checks apply as to ``load_pretrained``.
+    """
+    if overlay.get("file") or cfg.get("source") == "local-dir":
+        source = str(cfg["file"])
+    elif overlay.get("hf_hub_id"):
+        source = f"hf-hub:{cfg['hf_hub_id']}:{cfg.get('hf_hub_filename') or 'model.safetensors'}"
+    elif overlay.get("url"):
+        source = str(cfg["url"])
+    else:
+        arch, tag = cfg.get("architecture"), cfg.get("tag")
+        source = f"{arch}.{tag}" if tag else str(arch)
+        if find_entry(source) is None:
+            raise ZooError(
+                f"{source} has no weights in the zoo registry ({registry_path()}). Pass "
+                "pretrained_cfg_overlay=dict(file=PATH) with a checkpoint, or pretrained=False."
+            )
+    path, _ = resolve(source)
+    return canonical(read_checkpoint(path))
 
 
 def _filter_fn(model: nn.Module) -> Callable | None:
@@ -120,7 +158,7 @@ def adapt_keys(ckpt: Checkpoint, model: nn.Module) -> tuple[str, StateDict, list
 
 
 def _hint(model: nn.Module, entry: ZooEntry | None, ckpt: Checkpoint) -> str:
-    trained = entry.arch if entry else ckpt.hparams.get("model_name")
+    trained = entry.arch if entry else ckpt.arch.get("model_name")
     where = f"zoo entry {entry.name!r}" if entry else "the checkpoint"
     first = f"{where} is for {trained!r}; build that model. " if trained else ""
     return (
@@ -149,6 +187,20 @@ def load_pretrained(
     """
     path, entry = resolve(source, progress=progress)
     ckpt = read_checkpoint(path, ema=ema)
+    return load_checkpoint(model, ckpt, strict_backbone=strict_backbone, source=source, entry=entry)
+
+
+def load_checkpoint(
+    model: nn.Module,
+    ckpt: Checkpoint,
+    *,
+    strict_backbone: bool = True,
+    source: str | os.PathLike | None = None,
+    entry: ZooEntry | None = None,
+) -> LoadReport:
+    """``load_pretrained`` for a checkpoint already read (``read_checkpoint``)."""
+    path = ckpt.path
+    source = path if source is None else source
     mapping, sd, failed = adapt_keys(ckpt, model)
     target = model.state_dict()
     clf = classifier_names(model)
@@ -195,3 +247,38 @@ def load_pretrained(
         mismatched=diff.mismatched,
         has_ema=ckpt.has_ema,
     )
+
+
+def model_from(ckpt: Checkpoint, entry: ZooEntry | None = None) -> tuple[nn.Module, LoadReport]:
+    """The classifier a checkpoint declares (a Lightning run's, or a zoo entry's architecture),
+    built with the file's class count and loaded strictly."""
+    if ckpt.lightning is not None and ckpt.lightning.task != "classification":
+        raise CheckpointFormatError(
+            f"{ckpt.path} is a Lightning checkpoint of a {ckpt.lightning.task} module, not of "
+            "ImageClassifier: only classifiers rebuild from a checkpoint. Build the network "
+            "yourself and load it with load_pretrained."
+        )
+    arch = ckpt.arch or ({"model_name": entry.arch} if entry else {})
+    name = arch.get("model_name")
+    if not name:
+        raise CheckpointFormatError(
+            f"{ckpt.path} [{ckpt.description}] does not say which architecture it holds: build "
+            "the model yourself (create_model(NAME)) and load it with load_pretrained."
+        )
+    kwargs = dict(arch.get("model_kwargs") or {})
+    num_classes = check_fits(canonical(ckpt), name, kwargs, f"{ckpt.path} [{ckpt.description}]")
+    model = create_model(name, num_classes=num_classes, **kwargs)
+    report = load_checkpoint(model, ckpt, entry=entry)
+    return model.eval(), report
+
+
+def model_from_checkpoint(
+    source: str | os.PathLike, *, ema: bool = False, progress: bool | ProgressHook = True
+) -> tuple[nn.Module, Checkpoint, LoadReport]:
+    """Rebuild the classifier that ``source`` holds, in eval mode: a run directory or Lightning
+    checkpoint of ``ImageClassifier`` (raw or ``ema``), a zoo name, or any file with the
+    architecture declared. The checkpoint comes back too, with the run's data settings."""
+    path, entry = resolve(source, progress=progress)
+    ckpt = read_checkpoint(path, ema=ema)
+    model, report = model_from(ckpt, entry)
+    return model, ckpt, report

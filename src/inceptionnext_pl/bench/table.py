@@ -11,12 +11,11 @@ import argparse
 from collections.abc import Sequence
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from ..errors import run_command
+from ..commands import run_command
+from ..models import OUR_MODELS, create_model, list_models
 from ..paper import PAPER as PAPER_FIGURES
-from ._builder import OUR_MODELS
-from .factory import create_model, list_models
+from .measure import count, takes_img_size
 
 # (params M, MACs G, resolution) as the paper reports them, for the models defined here.
 PAPER: dict[str, tuple[float | None, float | None, int]] = {
@@ -26,39 +25,12 @@ PAPER: dict[str, tuple[float | None, float | None, int]] = {
 }
 
 
-def _sdpa_cpu_flops(q, k, v, *args, out_shape=None, **kwargs) -> int:
-    # torch's counter knows the CUDA attention kernels but not the CPU one.
-    return sdpa_flop_count(q, k, v)
-
-
-def count(
-    model: torch.nn.Module, img_size: int | tuple[int, int], in_chans: int = 3
-) -> tuple[float, float]:
-    """(params in M, MACs in G) for one image of ``img_size`` (square, or (H, W)), counting
-    convs, matmuls and attention like fvcore."""
-    h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
-    params = sum(p.numel() for p in model.parameters()) / 1e6
-    custom = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    with FlopCounterMode(display=False, custom_mapping=custom) as counter, torch.no_grad():
-        model(torch.zeros(1, in_chans, h, w, device=device))
-    model.train(was_training)
-    return params, counter.get_total_flops() / 2e9
-
-
-def _takes_img_size(name: str) -> bool:
-    # Swin's window grid is fixed at build time, so it must be told the resolution.
-    return name.startswith("swin")
-
-
 def table(names: Sequence[str], img_size: int | None = None) -> list[dict]:
     rows = []
     for name in names:
         size = img_size or PAPER.get(name, (0, 0, 224))[2]
         with torch.device("meta"):  # shapes only: no memory, no init time
-            model = create_model(name, **({"img_size": size} if _takes_img_size(name) else {}))
+            model = create_model(name, **({"img_size": size} if takes_img_size(name) else {}))
         params, macs = count(model, size)
         row = dict(model=name, img_size=size, params_m=round(params, 2), macs_g=round(macs, 2))
         if name in PAPER and size == PAPER[name][2]:
@@ -75,7 +47,7 @@ def seg_table(keys: Sequence[tuple[str, str]] | None = None) -> list[dict]:
     rows = []
     for decoder, backbone in keys or list(PAPER_SEG):
         ref = PAPER_SEG[(decoder, backbone)]
-        kwargs = {"img_size": ref.input_size} if _takes_img_size(backbone) else {}
+        kwargs = {"img_size": ref.input_size} if takes_img_size(backbone) else {}
         with torch.device("meta"):
             net = build_segmentation_net(backbone, decoder, 150, **kwargs)
         params, macs = count(net, ref.input_size)

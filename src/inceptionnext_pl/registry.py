@@ -1,8 +1,13 @@
 """The zoo registry: ``checkpoints/registry.yaml`` read into typed entries.
 
+The facts of every set of weights (sources, hashes, preprocessing, licence, paper row) are written
+once, in that file. This module only reads them, and imports nothing but the paper's figures and
+the error base, so that every room can: the models take timm's pretrained configs from it, the
+weights layer (``zoo``) its sources.
+
 The file is looked up in this order: ``$INCEPTIONNEXT_ZOO_REGISTRY``, the copy beside this module
 (``registry.yaml``, a link to the repository's file that wheels carry as package data), and the
-repository checkout's ``checkpoints/registry.yaml``. It is only ever read.
+repository checkout's ``checkpoints/registry.yaml``.
 """
 
 from __future__ import annotations
@@ -17,8 +22,20 @@ from typing import Any
 
 import yaml
 
-from ..paper import PAPER
-from .errors import UnknownEntryError, ZooError
+from .errors import InceptionNextError
+from .paper import PAPER
+
+
+class RegistryError(InceptionNextError, ValueError):
+    """A registry file that cannot be read, or a source asked for what it does not have."""
+
+
+class UnknownEntryError(RegistryError, KeyError):
+    """A name that is neither a zoo entry nor an existing file."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
 
 REGISTRY_ENV = "INCEPTIONNEXT_ZOO_REGISTRY"
 # A mirror of the release files: every `url` source is fetched from MIRROR/<file name> instead.
@@ -56,7 +73,7 @@ class Source:
     def resolved_url(self) -> str:
         """The URL to fetch, honouring ``$INCEPTIONNEXT_ZOO_MIRROR``."""
         if not self.url:
-            raise ZooError(f"{self.key} is a hub source, not a URL")
+            raise RegistryError(f"{self.key} is a hub source, not a URL")
         mirror = os.environ.get(MIRROR_ENV)
         return f"{mirror.rstrip('/')}/{self.filename}" if mirror else self.url
 
@@ -113,33 +130,33 @@ def registry_path() -> Path:
     if env:
         path = Path(env).expanduser()
         if not path.is_file():
-            raise ZooError(f"${REGISTRY_ENV}={env} is not a file: point it at a registry.yaml")
+            raise RegistryError(f"${REGISTRY_ENV}={env} is not a file: point it at a registry.yaml")
         return path
     here = Path(__file__).resolve()
     for path in (
         Path(__file__).with_name("registry.yaml"),
-        here.parents[3] / "checkpoints" / "registry.yaml",
+        here.parents[2] / "checkpoints" / "registry.yaml",
     ):
         if path.is_file():
             return path
-    raise ZooError(
-        "The zoo registry was not found (looked beside inceptionnext_pl/zoo and in the checkout's "
+    raise RegistryError(
+        "The zoo registry was not found (looked beside inceptionnext_pl/registry.py and in the checkout's "
         f"checkpoints/). Set ${REGISTRY_ENV} to a registry.yaml."
     )
 
 
 def _source(raw: Any, where: str) -> Source:
     if not isinstance(raw, dict) or ("url" in raw) == ("hf" in raw):
-        raise ZooError(f"{where}: each source needs exactly one of `url` or `hf`")
+        raise RegistryError(f"{where}: each source needs exactly one of `url` or `hf`")
     unknown = set(raw) - {"url", "hf", "file", "revision", "sha256", "format"}
     if unknown:
-        raise ZooError(f"{where}: unknown source field(s) {sorted(unknown)}")
+        raise RegistryError(f"{where}: unknown source field(s) {sorted(unknown)}")
     sha = raw.get("sha256")
     if sha is not None and not _SHA256.match(str(sha)):
-        raise ZooError(f"{where}: sha256 must be 64 lowercase hex digits or null, got {sha!r}")
+        raise RegistryError(f"{where}: sha256 must be 64 lowercase hex digits or null, got {sha!r}")
     url = raw.get("url")
     if url is not None and not str(url).startswith("https://"):
-        raise ZooError(f"{where}: source URLs must be https, got {url!r}")
+        raise RegistryError(f"{where}: source URLs must be https, got {url!r}")
     return Source(
         url=url,
         hf=raw.get("hf"),
@@ -171,7 +188,7 @@ def _paper_fields(name: str, raw: dict[str, Any], where: str) -> dict[str, Any]:
     if key is not None:
         row = PAPER.get(str(key))
         if row is None:
-            raise ZooError(
+            raise RegistryError(
                 f"{where}: {name}.paper is {key!r}, which is not a row of inceptionnext_pl.paper; "
                 f"use one of {sorted(PAPER)}"
             )
@@ -186,30 +203,32 @@ def _paper_fields(name: str, raw: dict[str, Any], where: str) -> dict[str, Any]:
 
 def _entry(name: str, raw: Any, where: str) -> ZooEntry:
     if not isinstance(raw, dict):
-        raise ZooError(f"{where}: entry {name!r} must be a mapping")
+        raise RegistryError(f"{where}: entry {name!r} must be a mapping")
     missing = [k for k in _REQUIRED if k not in raw]
     if missing:
-        raise ZooError(f"{where}: entry {name!r} lacks {missing}")
+        raise RegistryError(f"{where}: entry {name!r} lacks {missing}")
     unknown = set(raw) - _KNOWN
     if unknown:
-        raise ZooError(f"{where}: entry {name!r} has unknown field(s) {sorted(unknown)}")
+        raise RegistryError(f"{where}: entry {name!r} has unknown field(s) {sorted(unknown)}")
     size = tuple(int(v) for v in raw["input_size"])
     if len(size) != 3:
-        raise ZooError(f"{where}: {name}.input_size must be [C, H, W], got {raw['input_size']}")
+        raise RegistryError(
+            f"{where}: {name}.input_size must be [C, H, W], got {raw['input_size']}"
+        )
     if raw["interpolation"] not in INTERPOLATIONS:
-        raise ZooError(f"{where}: {name}.interpolation must be one of {INTERPOLATIONS}")
+        raise RegistryError(f"{where}: {name}.interpolation must be one of {INTERPOLATIONS}")
     crop = float(raw["crop_pct"])
     if not 0.0 < crop <= 1.0:
-        raise ZooError(f"{where}: {name}.crop_pct must be in (0, 1], got {crop}")
+        raise RegistryError(f"{where}: {name}.crop_pct must be in (0, 1], got {crop}")
     paper = _paper_fields(name, raw, where)
     top1 = paper["top1"]
     if top1 is not None and not 0.0 < float(top1) < 100.0:
-        raise ZooError(f"{where}: {name}.top1 must be a percentage or null, got {top1}")
+        raise RegistryError(f"{where}: {name}.top1 must be a percentage or null, got {top1}")
     sources = tuple(
         _source(s, f"{where}: {name}.sources[{i}]") for i, s in enumerate(raw["sources"] or [])
     )
     if not sources:
-        raise ZooError(f"{where}: entry {name!r} needs at least one source")
+        raise RegistryError(f"{where}: entry {name!r} needs at least one source")
     return ZooEntry(
         name=name,
         arch=str(raw["arch"]),
@@ -233,13 +252,13 @@ def _load(path: str, mtime_ns: int) -> dict[str, ZooEntry]:
     with open(path, encoding="utf-8") as f:
         data = yaml.safe_load(f)
     if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
-        raise ZooError(f"{path}: expected a mapping with an `entries` mapping")
+        raise RegistryError(f"{path}: expected a mapping with an `entries` mapping")
     entries = {name: _entry(name, raw, path) for name, raw in data["entries"].items()}
     seen: dict[str, str] = {}
     for e in entries.values():
         for alias in (e.name, *e.aliases):
             if alias in seen and seen[alias] != e.name:
-                raise ZooError(f"{path}: name {alias!r} is used by {seen[alias]} and {e.name}")
+                raise RegistryError(f"{path}: name {alias!r} is used by {seen[alias]} and {e.name}")
             seen[alias] = e.name
     return entries
 

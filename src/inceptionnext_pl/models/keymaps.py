@@ -1,8 +1,6 @@
-"""Key layouts of foreign checkpoint formats: one table per format, read in both directions.
-
-A small module that imports nothing of this package, so that ``models`` can use ``checkpoint_filter_fn`` for timm's
-``pretrained=True`` loading and ``zoo.convert`` can write either layout, without either side
-importing the other.
+"""Key layouts of foreign checkpoint formats, beside the architectures they map onto: one table
+per format, read in both directions (timm's ``pretrained=True`` reads them through
+``checkpoint_filter_fn``; the weights layer reads and writes either layout with them).
 """
 
 import re
