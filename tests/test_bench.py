@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from inceptionnext_pl.bench import main
+from inceptionnext_pl.bench.cli import main
 from inceptionnext_pl.bench.measure import PeakMemory, count, cuda_math, with_oom_backoff
 from inceptionnext_pl.bench.plot import PAPER_TOP1, figure1, top1
 from inceptionnext_pl.bench.spec import SpecError, split_spec

@@ -34,14 +34,13 @@ ROOMS = {
     "cam_cli": COMMANDS,
     "zoo.cli": COMMANDS,
     # The benchmark's commands: they drive `lightning fit`, segmentation nets and the tables.
-    "bench.__init__": COMMANDS,
     "bench.__main__": COMMANDS,
     "bench.cli": COMMANDS,
     "bench.fit": COMMANDS,
     "bench.synthetic": COMMANDS,
     "bench.seg": COMMANDS,
     "bench.table": COMMANDS,
-    "__init__": FACADE,
+    "__init__": FACADE,  # runs before any module of the package: its imports are exempt
 }
 
 
@@ -63,14 +62,28 @@ def _modules() -> dict[str, Path]:
 
 
 def _exists(module: str) -> bool:
-    path = PACKAGE / module.replace(".", "/")
+    path = PACKAGE.joinpath(*module.split("."))
     return (path / "__init__.py").is_file() or path.with_suffix(".py").is_file()
 
 
+def _executed(name: str) -> set[str]:
+    """The files ``import inceptionnext_pl.<name>`` runs: each package's ``__init__`` on the way,
+    then the module. The package's own ``__init__`` (the facade, run first by any import) aside."""
+    parts = name.split(".")
+    out = {
+        ".".join([*parts[:n], "__init__"])
+        for n in range(1, len(parts) + 1)
+        if (PACKAGE.joinpath(*parts[:n]) / "__init__.py").is_file()
+    }
+    if PACKAGE.joinpath(*parts).with_suffix(".py").is_file():
+        out.add(name)
+    return out
+
+
 def imports(module: str, path: Path) -> set[str]:
-    """Every module of the package that ``module`` imports, at any depth of its code."""
+    """Every module of the package that ``module`` runs by its imports, at any depth of its code."""
     package = module.split(".")[:-1]  # a/b.py and a/__init__.py both live in package a
-    found = set()
+    names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             if node.level:
@@ -82,14 +95,14 @@ def imports(module: str, path: Path) -> set[str]:
                 continue
             for alias in node.names:  # `from .. import optim` imports the module optim
                 sub = f"{target}.{alias.name}".lstrip(".")
-                found.add(sub if _exists(sub) else target or "__init__")
+                names.add(sub if _exists(sub) else target)
         elif isinstance(node, ast.Import):
-            found |= {
+            names |= {
                 a.name.partition(".")[2]
                 for a in node.names
                 if a.name.startswith("inceptionnext_pl.")
             }
-    return found
+    return {m for name in names if name for m in _executed(name)}
 
 
 def test_every_module_has_a_room() -> None:
@@ -109,7 +122,7 @@ def test_no_import_runs_back_up_the_layers() -> None:
 def test_the_checker_sees_imports_inside_functions(tmp_path: Path) -> None:
     path = tmp_path / "probe.py"
     path.write_text("def f():\n    from ..zoo import load_pretrained\n    from .. import optim\n")
-    assert imports("models.probe", path) == {"zoo", "optim"}
+    assert imports("models.probe", path) == {"zoo.__init__", "optim"}
     assert room("zoo") > room("models.probe") and room("optim") > room("models.probe")
 
 

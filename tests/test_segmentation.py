@@ -393,7 +393,7 @@ def test_seg_demo_trains_deeplabv3plus_at_output_stride_16(tmp_path, torch_threa
 
 
 def test_bench_seg_mode_measures_fps_at_batch_one(tmp_path, capsys):
-    from inceptionnext_pl.bench import main as bench
+    from inceptionnext_pl.bench.cli import main as bench
 
     argv = ["--mode", "seg", "--img-size", "64", "--warmup", "1", "--iters", "2", "--threads", "1"]
     bench(

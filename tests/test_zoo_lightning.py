@@ -206,12 +206,14 @@ def test_image_classifier_starts_from_the_file_backbone(
 def test_the_task_declares_its_layout_in_the_checkpoint(run):
     path, raw, _ = run
     saved = torch.load(path, map_location="cpu", weights_only=False)
-    assert saved[LAYOUT_KEY] == {
+    layout = saved[LAYOUT_KEY]
+    assert {k: layout[k] for k in ("task", "network", "ema_callback", "arch")} == {
         "task": "classification",
         "network": "model.",
         "ema_callback": "EMA",
         "arch": {"model_name": "inceptionnext_atto", "num_classes": CLASSES, "model_kwargs": {}},
     }
+    assert layout["trained"] == {"epoch": saved["epoch"], "step": saved["global_step"]}
     assert read_checkpoint(path).arch["model_name"] == "inceptionnext_atto"
 
 

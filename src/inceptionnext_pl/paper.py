@@ -156,3 +156,14 @@ PAPER_SEG: dict[tuple[str, str], ReportedSeg] = {
     ("fpn", "inceptionnext_small"): ReportedSeg("InceptionNeXt-S", _T7, 50, 65, _FPN, 20.7, 45.6),
     ("fpn", "inceptionnext_base"): ReportedSeg("InceptionNeXt-B", _T7, 85, 100, _FPN, 20.2, 46.4),
 }
+
+
+TITLE = "InceptionNeXt: When Inception Meets ConvNeXt"
+ARXIV = "https://arxiv.org/abs/2303.16900"
+CODE = "https://github.com/sail-sg/inceptionnext"
+BIBTEX = """@inproceedings{yu2024inceptionnext,
+  title={InceptionNeXt: When Inception Meets ConvNeXt},
+  author={Yu, Weihao and Zhou, Pan and Yan, Shuicheng and Wang, Xinchao},
+  booktitle={Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year={2024}
+}"""

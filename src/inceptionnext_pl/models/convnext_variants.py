@@ -31,6 +31,15 @@ default_cfgs = generate_default_cfgs(
     {f"{n}.sail_in1k": zoo_cfg(f"{n}.sail_in1k", classifier="head.fc") for n in TABLE1}
 )
 
+# Full-depthwise variants are timm's ConvNeXt-T with smaller kernels; partial ones have no twin.
+TIMM_CONVNEXT = "convnext_tiny"
+
+
+def timm_convnext_args(variant: str) -> dict[str, Any] | None:
+    """timm's ``convnext_tiny`` arguments that build ``variant``, or None where timm cannot."""
+    kernel, ratio = TABLE1.get(variant, (0, 0.0))
+    return {"kernel_sizes": kernel} if ratio == 1.0 else None
+
 
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> MetaNeXt:
     """``kwargs`` override the variant's arguments (timm's ``**dict(model_args, **kwargs)``)."""

@@ -33,6 +33,15 @@ default_cfgs = generate_default_cfgs(
     }
 )
 
+# timm's own InceptionNeXt has exactly these keys, so plain timm loads these weights.
+TIMM_NAMES = {
+    "inceptionnext_atto": "inception_next_atto",
+    "inceptionnext_tiny": "inception_next_tiny",
+    "inceptionnext_small": "inception_next_small",
+    "inceptionnext_base": "inception_next_base",
+    "inceptionnext_base_384": "inception_next_base",  # the same network, evaluated at 384
+}
+
 
 def split_mixer_kwargs(base: MixerCfg, kwargs: dict[str, Any]) -> MixerCfg:
     """Move token-mixer options out of ``kwargs`` into a copy of ``base``."""

@@ -159,8 +159,19 @@ class TaskModule(L.LightningModule):
         return hp.num_classes
 
     def weights_layout(self) -> LightningLayout:
-        """Where this module's checkpoints keep the network and its EMA, and how to rebuild it."""
-        return LightningLayout(self.task, "model.", EMA.state_key, self.network_arch())
+        """Where this module's checkpoints keep the network and its EMA, how to rebuild it, and
+        what it measured (the evaluation metrics logged last, e.g. ``val/acc1``, ``val_ema/acc1``)."""
+        trainer = self._trainer
+        logged = trainer.callback_metrics if trainer is not None else {}
+        metrics = {
+            k: float(v)
+            for k, v in logged.items()
+            if k.split("/")[0] in self._eval_prefixes and torch.as_tensor(v).numel() == 1
+        }
+        trained = {"epoch": self.current_epoch, "step": self.global_step} if trainer else {}
+        return LightningLayout(
+            self.task, "model.", EMA.state_key, self.network_arch(), metrics, trained
+        )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The weights layer reads the file's layout from here, never from this class.

@@ -130,8 +130,31 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.hub_format or args.push_to_hub:
+        from .hub import export_hub, push_to_hub
+
+        out = export_hub(
+            args.src,
+            args.dst,
+            ema=args.ema,
+            model_name=args.model,
+            trust=args.trust_pickle,
+            progress=not args.no_progress,
+            repo_id=args.push_to_hub,
+        )
+        kind = "timm's" if out.plain_timm else "this package's"
+        print(
+            f"{out.source} -> {out.directory} ({kind} {out.architecture}, {out.num_classes} classes)"
+        )
+        where = None
+        if args.push_to_hub:
+            print(f"uploaded: {push_to_hub(out.directory, args.push_to_hub, private=args.private)}")
+            where = f"hf-hub:{args.push_to_hub}"
+        print("Load it with:\n  import timm")
+        print("  " + out.timm_call(where).replace("\n", "\n  "))
+        return 0
     res = export_checkpoint(
-        args.ckpt,
+        args.src,
         args.dst,
         ema=args.ema,
         model_name=args.model,
@@ -202,9 +225,26 @@ def build_parser() -> argparse.ArgumentParser:
     _ckpt_options(p)
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("export", help="Lightning checkpoint -> state dict that timm loads")
-    p.add_argument("ckpt", type=Path)
-    p.add_argument("dst", type=Path, help=".safetensors or .pth")
+    p = sub.add_parser(
+        "export", help="a run's weights -> a file timm loads, or a hub-format folder (and upload)"
+    )
+    p.add_argument(
+        "src",
+        help="Lightning checkpoint; with --hub-format also a run directory, zoo name or any file",
+    )
+    p.add_argument("dst", type=Path, help=".safetensors / .pth, or the folder for --hub-format")
+    p.add_argument(
+        "--hub-format",
+        action="store_true",
+        help="write config.json + model.safetensors + README.md, for timm.create_model('local-dir:DST')",
+    )
+    p.add_argument(
+        "--push-to-hub",
+        metavar="REPO_ID",
+        help="then upload the folder to this hub repo (token from HF_TOKEN or `hf auth login`)",
+    )
+    p.add_argument("--private", action="store_true", help="create the hub repo private")
+    p.add_argument("--no-progress", action="store_true")
     _ckpt_options(p)
     p.set_defaults(func=cmd_export)
     return parser

@@ -52,9 +52,9 @@ class LightningLayout:
     task: str  # classification | segmentation
     network: str  # state_dict prefix of the network (the module's ``self.model``)
     ema_callback: str | None  # callbacks[ema_callback]["state_dict"] holds the EMA average
-    arch: dict[
-        str, Any
-    ]  # how to rebuild the network (classification: model_name, num_classes, ...)
+    arch: dict[str, Any]  # how to rebuild the network (classification: model_name, num_classes)
+    metrics: dict[str, float] = field(default_factory=dict)  # its last evaluation (val/acc1, ...)
+    trained: dict[str, int] = field(default_factory=dict)  # Lightning's epoch and step at saving
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -249,9 +249,11 @@ def load_checkpoint(
     )
 
 
-def model_from(ckpt: Checkpoint, entry: ZooEntry | None = None) -> tuple[nn.Module, LoadReport]:
-    """The classifier a checkpoint declares (a Lightning run's, or a zoo entry's architecture),
-    built with the file's class count and loaded strictly."""
+def model_from(
+    ckpt: Checkpoint, entry: ZooEntry | None = None, model_name: str | None = None
+) -> tuple[nn.Module, LoadReport]:
+    """The classifier a checkpoint declares (a Lightning run's, or a zoo entry's architecture;
+    ``model_name`` for a file that names none), built with the file's class count, loaded strictly."""
     if ckpt.lightning is not None and ckpt.lightning.task != "classification":
         raise CheckpointFormatError(
             f"{ckpt.path} is a Lightning checkpoint of a {ckpt.lightning.task} module, not of "
@@ -259,7 +261,7 @@ def model_from(ckpt: Checkpoint, entry: ZooEntry | None = None) -> tuple[nn.Modu
             "yourself and load it with load_pretrained."
         )
     arch = ckpt.arch or ({"model_name": entry.arch} if entry else {})
-    name = arch.get("model_name")
+    name = model_name or arch.get("model_name")
     if not name:
         raise CheckpointFormatError(
             f"{ckpt.path} [{ckpt.description}] does not say which architecture it holds: build "
