@@ -1,25 +1,25 @@
-"""Fetch zoo files: cache, resume, progress, checksums.
+"""Fetch zoo files into the caches torch.hub and Hugging Face keep, and verify them.
 
-URL sources land in ``torch.hub.get_dir()/checkpoints`` (so ``$TORCH_HOME`` moves them, and
-``torch.hub`` / timm find the same files); hub sources stay in Hugging Face's cache (``$HF_HOME``).
-A download goes to ``<file>.part`` and is renamed only once complete and verified; an interrupted
-download resumes from the ``.part`` with an HTTP Range request (or restarts when the server ignores
-ranges). Sources that publish no sha256 are trusted on first download: the hash is recorded in
-``<cache>/inceptionnext_pl-sha256.json`` and every later use is checked against it.
+Both kinds of source are downloaded by ``huggingface_hub``: hub repos by ``hf_hub_download`` into
+its cache (``$HF_HOME``), release URLs by its ``http_get`` into ``torch.hub.get_dir()/checkpoints``
+(so ``$TORCH_HOME`` moves them, and ``torch.hub`` / timm find the same files). Its client resumes
+a dropped connection with a Range request, retries, and refuses a body shorter than announced
+(``torch.hub.download_url_to_file`` keeps a truncated body as if complete). ``HF_HUB_OFFLINE=1``
+stops both. This module adds what the zoo promises on top: a URL download goes to
+``<file>.part``, which a later run resumes, and becomes the file only once its sha256 matches; one
+process downloads while the others (DDP ranks) wait; and sources that publish no sha256 are
+trusted on first download, recorded in ``<cache>/inceptionnext_pl-sha256.json`` and checked on
+every later use.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import http.client
 import json
 import os
 import re
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+import shutil
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,14 +29,8 @@ from ..files import atomic_write_bytes
 from ..registry import Source, ZooEntry, get_entry
 from .errors import ChecksumError, DownloadError, ZooError
 
-ProgressHook = Callable[[int, "int | None"], None]
-"""Called as ``hook(bytes_so_far, total_bytes_or_None)`` while a file downloads."""
-
 HASH_STORE_NAME = "inceptionnext_pl-sha256.json"
-USER_AGENT = "inceptionnext-pl (urllib)"
 _CHUNK = 1 << 20
-_RETRYABLE_HTTP = {408, 425, 429, 500, 502, 503, 504}
-RETRY_BACKOFF_S = 1.0  # pause before retry n is n * this
 
 
 def cache_dir() -> Path:
@@ -47,20 +41,12 @@ def cache_dir() -> Path:
 
 
 # ----------------------------------------------------------------------------- hashes
-_digests: dict[tuple[str, int, int], str] = {}
-
-
 def sha256_file(path: str | os.PathLike) -> str:
-    """sha256 of a file, remembered per (path, size, mtime) within the process."""
-    st = os.stat(path)
-    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _digests:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(_CHUNK), b""):
-                h.update(block)
-        _digests[key] = h.hexdigest()
-    return _digests[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 class HashStore:
@@ -108,50 +94,7 @@ class HashStore:
         return found
 
 
-# --------------------------------------------------------------------------- progress
-@contextlib.contextmanager
-def rich_progress(description: str) -> Iterator[ProgressHook]:
-    """A rich progress bar on stderr, as a ``ProgressHook``."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-    )
-    with progress:
-        task = progress.add_task(description, total=None)
-
-        def hook(done: int, total: int | None) -> None:
-            progress.update(task, completed=done, total=total)
-
-        yield hook
-
-
 # --------------------------------------------------------------------------- download
-class _Truncated(Exception):
-    pass
-
-
-def _content_range(value: str | None) -> tuple[int, int | None] | None:
-    """``bytes START-END/TOTAL`` -> (START, TOTAL or None)."""
-    m = re.match(r"bytes (\d+)-\d+/(\d+|\*)", value or "")
-    if not m:
-        return None
-    return int(m.group(1)), None if m.group(2) == "*" else int(m.group(2))
-
-
 def _checksum_message(what: str, got: str, expected: str, published: bool) -> str:
     origin = "published" if published else "recorded on the first download"
     fix = (
@@ -165,43 +108,51 @@ def _checksum_message(what: str, got: str, expected: str, published: bool) -> st
     return f"sha256 mismatch for {what}: got {got}, expected {expected} ({origin}). {fix}"
 
 
+def _quiet_tqdm() -> type:
+    from tqdm.auto import tqdm
+
+    class Quiet(tqdm):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+    return Quiet
+
+
+def _copy_local(url: str, part: Path) -> None:
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    src = Path(url2pathname(urlparse(url).path))
+    if not src.is_file():
+        raise DownloadError(f"{url}: no such file")
+    shutil.copyfile(src, part)
+
+
 def download_url(
-    url: str,
-    dst: str | os.PathLike,
-    *,
-    sha256: str | None = None,
-    progress: ProgressHook | None = None,
-    retries: int = 3,
-    timeout: float = 30.0,
-    backoff: float | None = None,
+    url: str, dst: str | os.PathLike, *, sha256: str | None = None, progress: bool = True
 ) -> str:
     """Download ``url`` to ``dst`` atomically and return the file's sha256.
 
-    The bytes go to ``dst + '.part'``; a dropped connection resumes from there with a Range request
-    (a server that ignores ranges gets a clean restart) up to ``retries`` times, and a ``.part`` left
-    by an earlier interrupted run is resumed the same way. On a ``sha256`` mismatch the ``.part`` is
-    deleted and ``ChecksumError`` raised; ``dst`` is only ever created complete. Concurrent calls
-    for the same ``dst`` (DDP ranks, say) wait for each other and download once; an existing
-    ``dst`` is only verified.
+    The bytes go to ``dst + '.part'``, which a dropped connection (or a later run) resumes; on a
+    ``sha256`` mismatch the ``.part`` is deleted and ``ChecksumError`` raised, so ``dst`` is only
+    ever created complete and verified. Concurrent calls for the same ``dst`` (DDP ranks, say)
+    wait for each other and download once; an existing ``dst`` is only verified.
     """
 
     def check(digest: str) -> None:
         if sha256 is not None and digest != sha256:
             raise ChecksumError(_checksum_message(url, digest, sha256, published=True))
 
-    return _download(url, dst, check, progress, retries, timeout, backoff)
+    return _download(url, dst, check, progress)
 
 
 def _download(
-    url: str,
-    dst: str | os.PathLike,
-    check: Callable[[str], None],
-    progress: ProgressHook | None,
-    retries: int = 3,
-    timeout: float = 30.0,
-    backoff: float | None = None,
+    url: str, dst: str | os.PathLike, check: Callable[[str], None], progress: bool
 ) -> str:
-    backoff = RETRY_BACKOFF_S if backoff is None else backoff
+    from huggingface_hub.errors import HfHubHTTPError, HTTPError, OfflineModeIsEnabled
+    from huggingface_hub.file_download import http_get
+
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     part = dst.with_name(dst.name + ".part")
@@ -210,68 +161,30 @@ def _download(
             digest = sha256_file(dst)
             check(digest)
             return digest
-        failures: list[str] = []
-        for attempt in range(retries + 1):
+        quiet = {} if progress else {"tqdm_class": _quiet_tqdm()}
+        for fresh_start in (False, True):
             have = part.stat().st_size if part.exists() else 0
-            headers = {"User-Agent": USER_AGENT}
-            if have:
-                headers["Range"] = f"bytes={have}-"
-            got = have
             try:
-                with urllib.request.urlopen(
-                    urllib.request.Request(url, headers=headers), timeout=timeout
-                ) as resp:
-                    total: int | None = None
-                    crange = _content_range(resp.headers.get("Content-Range"))
-                    if resp.status == 206 and not (have and crange and crange[0] == have):
-                        # A partial answer that does not continue the .part: start afresh.
-                        part.unlink(missing_ok=True)
-                        failures.append(f"unexpected Content-Range {crange}; restarting")
-                        continue
-                    if resp.status == 206:
-                        total = crange[1]
-                    else:  # first request, or the server ignored the range: start over
-                        have = got = 0
-                    length = resp.headers.get("Content-Length")
-                    if total is None and length is not None:
-                        total = have + int(length)
-                    with open(part, "ab" if have else "wb") as f:
-                        if progress:
-                            progress(got, total)
-                        while block := resp.read(_CHUNK):
-                            f.write(block)
-                            got += len(block)
-                            if progress:
-                                progress(got, total)
-                        f.flush()
-                        os.fsync(f.fileno())
-                    if total is not None and got < total:
-                        raise _Truncated(f"connection closed after {got} of {total} bytes")
+                if url.startswith("file:"):  # a mirror on a shared disk
+                    _copy_local(url, part)
+                else:
+                    with open(part, "ab") as f:
+                        http_get(url, f, resume_size=have, displayed_filename=dst.name, **quiet)
                 break
-            except urllib.error.HTTPError as e:
-                if e.code == 416 and have:  # the .part is not a prefix the server can extend
+            except HfHubHTTPError as e:
+                status = getattr(e.response, "status_code", None)
+                if status == 416 or not have:  # 416: the .part is no prefix the server extends
                     part.unlink(missing_ok=True)
-                    failures.append("range not satisfiable; restarting")
+                if status == 416 and not fresh_start:
                     continue
-                if e.code not in _RETRYABLE_HTTP:
-                    raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from e
-                failures.append(f"HTTP {e.code}")
-            except (http.client.IncompleteRead, _Truncated, ConnectionError, TimeoutError) as e:
-                failures.append(f"{type(e).__name__}: {e}")
-            except urllib.error.URLError as e:
-                if got == have:  # nothing arrived: offline or unreachable; retrying will not help
-                    raise DownloadError(f"{url}: {e.reason}") from e
-                failures.append(f"{e.reason}")
-            if attempt < retries:
-                time.sleep(backoff * (attempt + 1))
-        else:
-            kept = ""
-            if part.exists():
-                kept = f"; the partial file {part} is kept and the next run resumes it"
-            raise DownloadError(
-                f"{url}: the download was interrupted {len(failures)} times "
-                f"({'; '.join(failures[-3:])}){kept}."
-            )
+                raise DownloadError(f"{url}: HTTP {status}") from e
+            except (HTTPError, OfflineModeIsEnabled) as e:  # no answer, or the body broke off
+                kept = ""
+                if part.exists() and part.stat().st_size:
+                    kept = f"; the partial file {part} is kept and the next run resumes it"
+                else:
+                    part.unlink(missing_ok=True)
+                raise DownloadError(f"{url}: {type(e).__name__}: {e}{kept}") from e
         digest = sha256_file(part)
         try:
             check(digest)
@@ -312,9 +225,7 @@ def _url_path(source: Source, root: Path) -> Path:
     return root / source.filename
 
 
-def _fetch_url(
-    source: Source, root: Path, store: HashStore, progress: bool | ProgressHook, force: bool
-) -> Path:
+def _fetch_url(source: Source, root: Path, store: HashStore, progress: bool, force: bool) -> Path:
     dst = _url_path(source, root)
     if dst.exists() and not force:
         _verify(source, dst, store)
@@ -328,9 +239,7 @@ def _fetch_url(
         if expected is not None and digest != expected:
             raise ChecksumError(_checksum_message(url, digest, expected, published))
 
-    with contextlib.ExitStack() as stack:
-        hook = stack.enter_context(rich_progress(source.filename)) if progress is True else progress
-        digest = _download(url, dst, check, hook or None)
+    digest = _download(url, dst, check, progress)
     if expected is None:
         store.record(source.key, digest, dst.stat().st_size)
     return dst
@@ -442,7 +351,7 @@ def fetch(
     *,
     source: str | int | None = None,
     root: str | os.PathLike | None = None,
-    progress: bool | ProgressHook = True,
+    progress: bool = True,
     force: bool = False,
 ) -> Path:
     """The local file of a zoo entry, downloading it if needed.
@@ -479,7 +388,7 @@ def fetch_source(
     source: Source,
     *,
     root: str | os.PathLike | None = None,
-    progress: bool | ProgressHook = True,
+    progress: bool = True,
     force: bool = False,
 ) -> Path:
     """The local file of one source (a URL or hub file outside the registry, too)."""

@@ -22,7 +22,6 @@ from ..models.twins import timm_twin
 from ..paper import ARXIV, BIBTEX, CODE, TITLE, reported
 from ..registry import ZooEntry
 from .convert import Checkpoint, read_checkpoint
-from .download import ProgressHook
 from .errors import ZooError
 from .transfer import model_from, resolve
 
@@ -176,7 +175,7 @@ def export_hub(
     ema: bool = False,
     model_name: str | None = None,
     trust: bool = False,
-    progress: bool | ProgressHook = True,
+    progress: bool = True,
     repo_id: str | None = None,
 ) -> HubExport:
     """Write ``source`` (a zoo name, checkpoint file or run directory; raw or ``ema``) as a folder

@@ -23,7 +23,7 @@ from ..registry import (
     registry_path,
 )
 from .convert import Checkpoint, StateDict, canonical, check_fits, read_checkpoint
-from .download import ProgressHook, fetch, fetch_source
+from .download import fetch, fetch_source
 from .errors import CheckpointFormatError, ZooError
 from .matching import classifier_names, diff_state_dicts, is_classifier_key, mismatch_error
 from .matching import model_name as _model_name
@@ -66,9 +66,7 @@ class LoadReport:
         return text
 
 
-def resolve(
-    source: str | os.PathLike, *, progress: bool | ProgressHook = True
-) -> tuple[Path, ZooEntry | None]:
+def resolve(source: str | os.PathLike, *, progress: bool = True) -> tuple[Path, ZooEntry | None]:
     """A local file for ``source``: an existing file, a directory (a run's newest ``last.ckpt``, or
     a hub-format folder's weights), a zoo name, an https URL or ``hf-hub:ID[:FILE]``."""
     path = Path(source)
@@ -173,7 +171,7 @@ def load_pretrained(
     *,
     strict_backbone: bool = True,
     ema: bool = False,
-    progress: bool | ProgressHook = True,
+    progress: bool = True,
 ) -> LoadReport:
     """Load every backbone tensor of ``source`` into ``model``; the classifier only if it fits.
 
@@ -275,7 +273,7 @@ def model_from(
 
 
 def model_from_checkpoint(
-    source: str | os.PathLike, *, ema: bool = False, progress: bool | ProgressHook = True
+    source: str | os.PathLike, *, ema: bool = False, progress: bool = True
 ) -> tuple[nn.Module, Checkpoint, LoadReport]:
     """Rebuild the classifier that ``source`` holds, in eval mode: a run directory or Lightning
     checkpoint of ``ImageClassifier`` (raw or ``ema``), a zoo name, or any file with the
