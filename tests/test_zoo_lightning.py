@@ -225,7 +225,7 @@ def test_the_weights_layer_reads_the_declared_layout_not_its_own(run, tmp_path, 
         "net." + k.removeprefix("model."): v for k, v in saved["state_dict"].items()
     }
     saved["callbacks"] = {"Average": saved["callbacks"]["EMA"]}
-    saved[LAYOUT_KEY] |= {"network": "net.", "ema_callback": "Average"}
+    saved[LAYOUT_KEY] |= {"network": "net.", "ema_callback": "Average", "added_later": 1}
     moved = tmp_path / "moved.ckpt"
     torch.save(saved, moved)
     state_dicts_equal(read_checkpoint(moved).state_dict, raw)

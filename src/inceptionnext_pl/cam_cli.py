@@ -55,9 +55,8 @@ def _read(path: Path) -> Any:
 
     if not path.is_file():
         raise CamError(f"checkpoint {path} does not exist")
-    return read_checkpoint(
-        path
-    )  # weights_only, with the numpy RNG states training checkpoints hold
+    # weights_only, with the numpy RNG states that training checkpoints hold
+    return read_checkpoint(path)
 
 
 def _load_weights(model: nn.Module, source: str) -> None:

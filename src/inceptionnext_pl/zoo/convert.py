@@ -62,8 +62,8 @@ class LightningLayout:
     @classmethod
     def of(cls, ckpt: dict[str, Any]) -> LightningLayout:
         declared = ckpt.get(LAYOUT_KEY)
-        if isinstance(declared, dict):
-            return cls(**declared)
+        if isinstance(declared, dict):  # fields a later release adds are not this one's to read
+            return cls(**{k: v for k, v in declared.items() if k in cls.__dataclass_fields__})
         # Saved before the tasks declared their layout: ImageClassifier's of release 0.1.
         hp = ckpt.get("hyper_parameters") or {}
         arch = {k: hp[k] for k in ("model_name", "num_classes", "model_kwargs") if k in hp}
