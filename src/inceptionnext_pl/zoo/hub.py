@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
+from timm.models import save_for_hf
 from torch import nn
 
 from ..models import OUR_MODELS
@@ -192,8 +194,6 @@ def export_hub(
     twin = timm_twin(arch, kwargs)
     data = _data_config(model, ckpt, entry)
     if twin is not None:
-        import timm
-
         target = timm.create_model(twin.name, num_classes=model.num_classes, **twin.model_args)
         target.load_state_dict(twin.to_timm(model.state_dict(), target), strict=True)
         _same_outputs(model, target, size=64)
@@ -204,9 +204,8 @@ def export_hub(
     metrics = _card_metrics(ckpt)
     export = HubExport(directory, name, plain, model.num_classes, str(source), arch, args, metrics)
     partial = directory.with_name(f".{directory.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    from timm.models import save_for_hf
-
+    if partial.exists():  # left by an export that died: this one starts afresh
+        shutil.rmtree(partial)
     own = {"pretrained_cfg": {"tag": _tag(entry), "license": _license(entry)}}
     save_for_hf(
         target.eval(), str(partial), model_config=own, safe_serialization=True, data_config=data
