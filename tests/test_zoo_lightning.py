@@ -260,3 +260,16 @@ def test_a_segmentation_run_is_not_taken_for_a_classifier(tmp_path):
     assert ckpt.lightning.task == "segmentation" and ckpt.arch["backbone"] == "resnet18"
     with pytest.raises(CheckpointFormatError, match="segmentation module, not of ImageClassifier"):
         model_from_checkpoint(path)
+
+
+def test_cli_convert_and_export_take_a_run_directory(run, tmp_path, capsys, state_dicts_equal):
+    path, raw, _ = run
+    run_dir = tmp_path / "runs" / "demo" / "version_0" / "checkpoints"
+    run_dir.mkdir(parents=True)
+    (run_dir / "last.ckpt").write_bytes(path.read_bytes())
+    assert main(["export", str(tmp_path / "runs" / "demo"), str(tmp_path / "raw.safetensors")]) == 0
+    assert main(["convert", str(tmp_path / "runs"), str(tmp_path / "raw.pth")]) == 0
+    for out in ("raw.safetensors", "raw.pth"):
+        state_dicts_equal(read_checkpoint(tmp_path / out).state_dict, raw)
+    assert main(["convert", str(tmp_path / "nowhere.ckpt"), str(tmp_path / "x.pth")]) == 1
+    assert "No checkpoint file at" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from ..commands import run_command
 from ..registry import Source, ZooEntry, get_entry, list_entries, registry_path
 from .convert import TARGETS, convert_file, export_checkpoint
 from .download import HASH_STORE_NAME, HashStore, cache_dir, cached_file, fetch, forget_hashes
+from .transfer import resolve
 
 COLUMNS = (
     "Name",
@@ -115,8 +116,9 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    src, _ = resolve(args.src)  # a zoo name or run directory stands for its file
     res = convert_file(
-        args.src,
+        src,
         args.dst,
         to=args.to,
         model_name=args.model,
@@ -153,8 +155,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         print("Load it with:\n  import timm")
         print("  " + out.timm_call(where).replace("\n", "\n  "))
         return 0
+    src, _ = resolve(args.src)
     res = export_checkpoint(
-        args.src,
+        src,
         args.dst,
         ema=args.ema,
         model_name=args.model,
@@ -214,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_download)
 
     p = sub.add_parser("convert", help="convert between official / timm / facebook / Lightning")
-    p.add_argument("src", type=Path)
+    p.add_argument("src", help="a checkpoint file, run directory or zoo name")
     p.add_argument("dst", type=Path, help=".pth / .safetensors, or .ckpt for Lightning")
     p.add_argument(
         "--to",
@@ -230,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "src",
-        help="Lightning checkpoint; with --hub-format also a run directory, zoo name or any file",
+        help="a Lightning checkpoint or run directory; with --hub-format also a zoo name or any file",
     )
     p.add_argument("dst", type=Path, help=".safetensors / .pth, or the folder for --hub-format")
     p.add_argument(
