@@ -436,3 +436,16 @@ def test_a_part_file_the_server_cannot_extend_restarts_once(server, tmp_path):
         f"bytes={len(PAYLOAD) + 5}-",
         None,
     ]
+
+
+def test_torch_hubs_download_keeps_a_short_body_which_ours_refuses(server, tmp_path):
+    """Why release URLs go through the hub client and not ``torch.hub.download_url_to_file``:
+    a body that breaks off after 1000 bytes is kept by torch.hub as if complete."""
+    import torch.hub
+
+    url = f"{server}/cutalways/payload.bin"
+    torch.hub.download_url_to_file(url, str(tmp_path / "torch.bin"), progress=False)
+    assert (tmp_path / "torch.bin").stat().st_size == 1000 < len(PAYLOAD)
+    with pytest.raises(DownloadError, match="peer closed connection"):
+        download_url(url, tmp_path / "ours.bin", progress=False)
+    assert not (tmp_path / "ours.bin").exists()

@@ -63,7 +63,7 @@ def test_read_lightning_checkpoint_raw_and_ema(run, state_dicts_equal):
     path, raw, ema = run
     ckpt = read_checkpoint(path)
     assert ckpt.container == "lightning" and ckpt.has_ema and not ckpt.ema
-    assert ckpt.hparams["model_name"] == "inceptionnext_atto"
+    assert ckpt.arch["model_name"] == "inceptionnext_atto"
     assert set(ckpt.state_dict) == set(raw) and state_dicts_equal(ckpt.state_dict, raw)
     assert state_dicts_equal(read_checkpoint(path, ema=True).state_dict, ema)
     with pytest.raises(CheckpointFormatError, match=r"prefixes: model\.\)"):

@@ -80,7 +80,6 @@ class Checkpoint:
     layout: str  # timm | facebook
     ema: bool = False
     has_ema: bool = False
-    hparams: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     lightning: LightningLayout | None = None  # declared by the task, for Lightning checkpoints
     data_hparams: dict[str, Any] = field(default_factory=dict)  # a Lightning run's datamodule's
@@ -222,7 +221,6 @@ def read_checkpoint(
     """
     path = Path(path)
     obj, is_safetensors = _load(path, trust)
-    hparams: dict[str, Any] = {}
     data_hparams: dict[str, Any] = {}
     lightning: LightningLayout | None = None
     has_ema = False
@@ -239,7 +237,6 @@ def read_checkpoint(
         container = "lightning"
         lightning = LightningLayout.of(obj)
         sd, has_ema = _from_lightning(obj, path, ema, lightning, prefix or lightning.network)
-        hparams = dict(obj.get("hyper_parameters") or {})
         data_hparams = dict(obj.get("datamodule_hyper_parameters") or {})
     elif isinstance(obj.get("state_dict"), dict):
         container = "timm-train"
@@ -275,7 +272,6 @@ def read_checkpoint(
         layout,
         ema=ema,
         has_ema=has_ema,
-        hparams=hparams,
         path=path,
         lightning=lightning,
         data_hparams=data_hparams,
